@@ -1,0 +1,196 @@
+//! Live introspection: the base tables of a keyspace's database on one shard, in canonical
+//! form (`SHOW CREATE TABLE`), plus the server facts that decide what canonical means.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use mysql_async::prelude::*;
+use mysql_async::{OptsBuilder, Pool, PoolConstraints, PoolOpts};
+
+use crate::naming;
+use crate::schema::{CanonicalError, Table};
+use crate::source::Dsn;
+
+/// Statements run on every new connection (and again after a reset): DDL must never wait
+/// long for a metadata lock, or it would queue every other session behind it.
+const SESSION_SETUP: &[&str] = &["SET SESSION lock_wait_timeout = 5", "SET SESSION innodb_lock_wait_timeout = 5"];
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections per shard used to read table definitions in parallel.
+const READERS_PER_SHARD: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("shard {shard}: cannot connect to {address}: {message}; check that the server is up and reachable from here")]
+    Unreachable { shard: String, address: String, message: String },
+    #[error("shard {shard}: {address} refused the credentials of user `{user}`; check the password in the DSN (or the variable it comes from) and the user's grants")]
+    AccessDenied { shard: String, address: String, user: String },
+    #[error("shard {shard}: database `{database}` does not exist on {address}; create it (CREATE DATABASE `{database}`) or fix `database` in schemagate.yaml")]
+    MissingDatabase { shard: String, address: String, database: String },
+    #[error("shard {shard}: {context} failed on {address}: {message}")]
+    Query { shard: String, address: String, context: String, message: String },
+    #[error("shard {shard}: {source}")]
+    Canonical { shard: String, source: CanonicalError },
+}
+
+/// Facts about a server that change what a table's canonical form looks like.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerFlavor {
+    pub version: String,
+    pub charset: String,
+    pub collation: String,
+}
+
+/// The live schema of one shard's database.
+#[derive(Debug, Clone)]
+pub struct LiveSchema {
+    pub flavor: ServerFlavor,
+    pub tables: BTreeMap<String, Table>,
+}
+
+/// A connection pool to one shard, with the identity used in messages (never the password).
+#[derive(Clone)]
+pub struct ShardConn {
+    pub shard: String,
+    pub address: String,
+    pub user: String,
+    pub pool: Pool,
+}
+
+impl ShardConn {
+    pub fn new(shard: &str, dsn: &Dsn, max_connections: usize) -> ShardConn {
+        let opts = OptsBuilder::default()
+            .ip_or_hostname(dsn.host())
+            .tcp_port(dsn.port())
+            .user(Some(dsn.user()))
+            .pass(dsn.password())
+            .prefer_socket(false)
+            .setup(SESSION_SETUP.to_vec())
+            .pool_opts(PoolOpts::default().with_constraints(
+                PoolConstraints::new(0, max_connections.max(1)).unwrap_or_default(),
+            ));
+        ShardConn {
+            shard: shard.to_string(),
+            address: format!("{}:{}", dsn.host(), dsn.port()),
+            user: dsn.user().to_string(),
+            pool: Pool::new(opts),
+        }
+    }
+
+    pub async fn conn(&self) -> Result<mysql_async::Conn, LiveError> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.pool.get_conn()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(self.connect_error(e)),
+            Err(_) => Err(LiveError::Unreachable {
+                shard: self.shard.clone(),
+                address: self.address.clone(),
+                message: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
+            }),
+        }
+    }
+
+    fn connect_error(&self, e: mysql_async::Error) -> LiveError {
+        match &e {
+            mysql_async::Error::Server(s) if s.code == 1045 || s.code == 1698 => LiveError::AccessDenied {
+                shard: self.shard.clone(),
+                address: self.address.clone(),
+                user: self.user.clone(),
+            },
+            _ => LiveError::Unreachable {
+                shard: self.shard.clone(),
+                address: self.address.clone(),
+                message: e.to_string(),
+            },
+        }
+    }
+
+    /// Wraps a query error with the shard, the address and what was being done.
+    pub fn query_error(&self, context: impl Into<String>, e: mysql_async::Error) -> LiveError {
+        LiveError::Query {
+            shard: self.shard.clone(),
+            address: self.address.clone(),
+            context: context.into(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Version and default charset/collation of `database` (which must exist).
+    pub async fn flavor(&self, database: &str) -> Result<ServerFlavor, LiveError> {
+        let mut conn = self.conn().await?;
+        let row: Option<(String, String, String)> = conn
+            .exec_first(
+                "SELECT VERSION(), DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME \
+                 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+                (database,),
+            )
+            .await
+            .map_err(|e| self.query_error("reading the database defaults", e))?;
+        let (version, charset, collation) = row.ok_or_else(|| LiveError::MissingDatabase {
+            shard: self.shard.clone(),
+            address: self.address.clone(),
+            database: database.to_string(),
+        })?;
+        Ok(ServerFlavor { version, charset, collation })
+    }
+
+    /// `SHOW CREATE TABLE` of each table, read over a few connections at once.
+    pub async fn show_create(&self, database: &str, tables: &[String]) -> Result<Vec<(String, String)>, LiveError> {
+        let chunk = tables.len().div_ceil(READERS_PER_SHARD).max(1);
+        futures::stream::iter(tables.chunks(chunk))
+            .map(|names| async move {
+                let mut conn = self.conn().await?;
+                let mut out = Vec::with_capacity(names.len());
+                for name in names {
+                    let query = format!("SHOW CREATE TABLE {}.{}", quote(database), quote(name));
+                    let row: Option<(String, String)> = conn
+                        .query_first(query)
+                        .await
+                        .map_err(|e| self.query_error(format!("SHOW CREATE TABLE `{name}`"), e))?;
+                    if let Some((_, create)) = row {
+                        out.push((name.clone(), create));
+                    }
+                }
+                Ok::<_, LiveError>(out)
+            })
+            .buffer_unordered(READERS_PER_SHARD)
+            .try_fold(Vec::with_capacity(tables.len()), |mut all, part| async move {
+                all.extend(part);
+                Ok(all)
+            })
+            .await
+    }
+
+    /// The live schema of `database`: its base tables, without the tool's own artifacts.
+    pub async fn introspect(&self, database: &str) -> Result<LiveSchema, LiveError> {
+        let flavor = self.flavor(database).await?;
+        let names: Vec<String> = {
+            let mut conn = self.conn().await?;
+            conn.exec(
+                "SELECT TABLE_NAME FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+                (database,),
+            )
+            .await
+            .map_err(|e| self.query_error("listing tables", e))?
+        };
+        let names: Vec<String> = names.into_iter().filter(|n| !naming::is_artifact_table(n)).collect();
+        let mut tables = BTreeMap::new();
+        for (name, create) in self.show_create(database, &names).await? {
+            let table = Table::parse_canonical(&create).map_err(|source| LiveError::Canonical {
+                shard: self.shard.clone(),
+                source,
+            })?;
+            tables.insert(name, table);
+        }
+        Ok(LiveSchema { flavor, tables })
+    }
+
+    pub async fn disconnect(self) {
+        // A failed disconnect only means the server already dropped us.
+        let _ = self.pool.disconnect().await;
+    }
+}
+
+pub fn quote(name: &str) -> String {
+    crate::schema::sql::quote_ident(name)
+}

@@ -1,0 +1,250 @@
+//! Scratch databases on a real server. The server is the authority on canonical form: the
+//! desired CREATE TABLE statements are run in a workspace and read back with `SHOW CREATE
+//! TABLE` (Skeema's approach), and every planned statement is rehearsed on empty copies of the
+//! live tables before it is shown to anyone.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::{StreamExt, TryStreamExt};
+use mysql_async::prelude::*;
+
+use crate::diff::{Change, DiffError};
+use crate::live::{quote, LiveError, ServerFlavor, ShardConn};
+use crate::naming::WORKSPACE_PREFIX;
+use crate::schema::{DesiredTable, SchemaError, Table};
+
+const PARALLEL_CREATES: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    /// The server rejected desired definitions; each is located in its file.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Rejected(Vec<SchemaError>),
+}
+
+/// A database that exists only while the tool needs it.
+pub struct Workspace {
+    conn: ShardConn,
+    pub database: String,
+}
+
+fn fresh_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "{WORKSPACE_PREFIX}{}_{}_{nanos:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Workspace {
+    /// Creates an empty database with the same defaults as the keyspace's database.
+    pub async fn create(conn: &ShardConn, flavor: &ServerFlavor) -> Result<Workspace, LiveError> {
+        let database = fresh_name();
+        let mut c = conn.conn().await?;
+        c.query_drop(format!(
+            "CREATE DATABASE {} DEFAULT CHARACTER SET {} COLLATE {}",
+            quote(&database),
+            flavor.charset,
+            flavor.collation
+        ))
+        .await
+        .map_err(|e| conn.query_error("creating a workspace database (the DSN's user needs CREATE and DROP)", e))?;
+        Ok(Workspace {
+            conn: conn.clone(),
+            database,
+        })
+    }
+
+    /// Runs `statements` in the workspace, one connection per batch, foreign key checks off so
+    /// that order does not matter. Returns the index and error of each failed statement.
+    async fn run_unchecked(&self, statements: &[String]) -> Result<Vec<(usize, String)>, LiveError> {
+        let chunk = statements.len().div_ceil(PARALLEL_CREATES).max(1);
+        let indexed: Vec<(usize, &String)> = statements.iter().enumerate().collect();
+        futures::stream::iter(indexed.chunks(chunk))
+            .map(|batch| async move {
+                let mut c = self.conn.conn().await?;
+                c.query_drop(format!("USE {}", quote(&self.database)))
+                    .await
+                    .map_err(|e| self.conn.query_error("entering the workspace", e))?;
+                c.query_drop("SET SESSION foreign_key_checks = 0")
+                    .await
+                    .map_err(|e| self.conn.query_error("preparing the workspace", e))?;
+                let mut failed = Vec::new();
+                for (i, statement) in batch {
+                    if let Err(e) = c.query_drop(statement.as_str()).await {
+                        failed.push((*i, server_message(&e)));
+                    }
+                }
+                Ok::<_, LiveError>(failed)
+            })
+            .buffer_unordered(PARALLEL_CREATES)
+            .try_fold(Vec::new(), |mut all, part| async move {
+                all.extend(part);
+                Ok(all)
+            })
+            .await
+    }
+
+    /// The canonical form of each desired table, as this server shows it.
+    pub async fn canonicalize(&self, tables: &[DesiredTable]) -> Result<BTreeMap<String, Table>, WorkspaceError> {
+        let statements: Vec<String> = tables.iter().map(|t| t.sql.clone()).collect();
+        let failed = self.run_unchecked(&statements).await?;
+        if !failed.is_empty() {
+            let mut errors: Vec<SchemaError> = failed
+                .into_iter()
+                .map(|(i, message)| {
+                    let t = &tables[i];
+                    SchemaError::at(
+                        &t.file,
+                        t.line,
+                        1,
+                        format!("the server rejected CREATE TABLE `{}`: {message}", t.name),
+                    )
+                })
+                .collect();
+            errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+            return Err(WorkspaceError::Rejected(errors));
+        }
+        let names: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
+        let mut out = BTreeMap::new();
+        for (name, create) in self.conn.show_create(&self.database, &names).await? {
+            let mut table = Table::parse_canonical(&create).map_err(|source| LiveError::Canonical {
+                shard: self.conn.shard.clone(),
+                source,
+            })?;
+            if let Some(desired) = tables.iter().find(|t| t.name == name) {
+                for (column, old) in &desired.renames {
+                    if let Some(c) = table.columns.iter_mut().find(|c| &c.name == column) {
+                        c.renamed_from = Some(old.clone());
+                    }
+                }
+            }
+            out.insert(name, table);
+        }
+        Ok(out)
+    }
+
+    /// Rehearses `changes` on empty copies of the live tables they touch and checks that each
+    /// table ends up exactly as desired. Returns one error per table that does not.
+    pub async fn verify(
+        &self,
+        live: &BTreeMap<String, Table>,
+        desired: &BTreeMap<String, Table>,
+        changes: &[Change],
+    ) -> Result<Vec<DiffError>, LiveError> {
+        // The touched tables and every live table they reference, so foreign keys resolve.
+        let mut needed: Vec<&Table> = Vec::new();
+        let mut queue: Vec<&str> = changes.iter().map(|c| c.table.as_str()).collect();
+        for t in desired.values() {
+            if changes.iter().any(|c| c.table == t.name) {
+                queue.extend(t.foreign_keys.iter().map(|f| f.referenced_table.as_str()));
+            }
+        }
+        while let Some(name) = queue.pop() {
+            let Some(table) = live.get(name) else { continue };
+            if needed.iter().any(|t| t.name == name) {
+                continue;
+            }
+            queue.extend(table.foreign_keys.iter().map(|f| f.referenced_table.as_str()));
+            needed.push(table);
+        }
+        let setup: Vec<String> = needed.iter().map(|t| t.create_sql.clone()).collect();
+        let failed = self.run_unchecked(&setup).await?;
+        if let Some((i, message)) = failed.into_iter().next() {
+            return Ok(vec![DiffError {
+                table: needed[i].name.clone(),
+                message: format!("cannot copy the live definition into a workspace to verify the plan: {message}"),
+            }]);
+        }
+
+        let mut errors: Vec<DiffError> = Vec::new();
+        let mut c = self.conn.conn().await?;
+        c.query_drop(format!("USE {}", quote(&self.database)))
+            .await
+            .map_err(|e| self.conn.query_error("entering the workspace", e))?;
+        for change in changes {
+            if errors.iter().any(|e| e.table == change.table) {
+                continue;
+            }
+            if let Err(e) = c.query_drop(change.statement.as_str()).await {
+                errors.push(DiffError {
+                    table: change.table.clone(),
+                    message: format!(
+                        "the planned statement fails on an empty copy of the table ({}): {}",
+                        server_message(&e),
+                        change.statement
+                    ),
+                });
+            }
+        }
+        drop(c);
+
+        let mut touched: Vec<String> = changes
+            .iter()
+            .filter(|c| desired.contains_key(&c.table))
+            .map(|c| c.table.clone())
+            .filter(|t| !errors.iter().any(|e| &e.table == t))
+            .collect();
+        touched.sort();
+        touched.dedup();
+        let result = self.conn.show_create(&self.database, &touched).await?;
+        for (name, create) in result {
+            let Some(want) = desired.get(&name) else { continue };
+            let got = match Table::parse_canonical(&create) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(DiffError { table: name, message: e.to_string() });
+                    continue;
+                }
+            };
+            if !converged(&got, want) {
+                errors.push(DiffError {
+                    table: name,
+                    message: format!(
+                        "the planned DDL would not produce the desired table, so it is withheld (please report this).\n  expected: {}\n  got:      {}",
+                        want.create_sql.replace('\n', " "),
+                        got.create_sql.replace('\n', " ")
+                    ),
+                });
+            }
+        }
+        Ok(errors)
+    }
+
+    pub async fn drop(self) -> Result<(), LiveError> {
+        let mut c = self.conn.conn().await?;
+        c.query_drop(format!("DROP DATABASE IF EXISTS {}", quote(&self.database)))
+            .await
+            .map_err(|e| self.conn.query_error("dropping the workspace database", e))
+    }
+}
+
+/// Equal as the server shows them; the order of secondary indexes is cosmetic (the server
+/// orders a table's keys by kind, then by creation), so it does not count.
+pub fn converged(got: &Table, want: &Table) -> bool {
+    if got.create_sql == want.create_sql {
+        return true;
+    }
+    let mut a = got.clone();
+    let mut b = want.clone();
+    for t in [&mut a, &mut b] {
+        t.indexes.sort_by(|x, y| x.definition.cmp(&y.definition));
+        t.create_sql.clear();
+    }
+    a == b
+}
+
+fn server_message(e: &mysql_async::Error) -> String {
+    match e {
+        mysql_async::Error::Server(s) => format!("error {}: {}", s.code, s.message),
+        other => other.to_string(),
+    }
+}

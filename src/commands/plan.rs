@@ -1,0 +1,50 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use reconciler::plan::{self, Plan, PlanOptions};
+use reconciler::source;
+
+use crate::output::{self, Format};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The desired-state repository (holds schemagate.yaml and schemas/).
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// Read the desired state from this Git revision instead of the working tree.
+    #[arg(long)]
+    pub rev: Option<String>,
+    /// Plan only this keyspace.
+    #[arg(long)]
+    pub keyspace: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Shards introspected at the same time across the fleet.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let desired = source::load(&args.repo, args.rev.as_deref())
+        .await
+        .with_context(|| format!("reading the desired state from {}", args.repo.display()))?;
+    let options = PlanOptions {
+        keyspace: args.keyspace,
+        concurrency: args.concurrency,
+    };
+    let plan = plan::plan(&desired, &options).await?;
+    output::print_plan(&plan, args.format)?;
+    Ok(exit_code(&plan))
+}
+
+/// `skeema diff` / `terraform plan -detailed-exitcode`: 0 in sync, 1 changes, 2 errors.
+pub fn exit_code(plan: &Plan) -> ExitCode {
+    if plan.has_errors() {
+        ExitCode::from(2)
+    } else if plan.has_changes() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
