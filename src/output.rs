@@ -24,8 +24,17 @@ pub fn print_plan(plan: &Plan, format: Format) -> anyhow::Result<()> {
 /// Shards with the same outcome, largest group first.
 fn groups(keyspace: &KeyspacePlan) -> Vec<(Vec<&str>, &[Change], &[PlanIssue])> {
     let mut groups: Vec<(Vec<&str>, &[Change], &[PlanIssue])> = Vec::new();
-    for ShardPlan { shard, changes, errors, .. } in &keyspace.shards {
-        match groups.iter_mut().find(|(_, c, e)| *c == changes.as_slice() && *e == errors.as_slice()) {
+    for ShardPlan {
+        shard,
+        changes,
+        errors,
+        ..
+    } in &keyspace.shards
+    {
+        match groups
+            .iter_mut()
+            .find(|(_, c, e)| *c == changes.as_slice() && *e == errors.as_slice())
+        {
             Some((names, ..)) => names.push(shard),
             None => groups.push((vec![shard], changes, errors)),
         }
@@ -37,7 +46,12 @@ fn groups(keyspace: &KeyspacePlan) -> Vec<(Vec<&str>, &[Change], &[PlanIssue])> 
 fn shard_list(names: &[&str]) -> String {
     const SHOWN: usize = 12;
     let noun = if names.len() == 1 { "shard" } else { "shards" };
-    let mut list = names.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
+    let mut list = names
+        .iter()
+        .take(SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
     if names.len() > SHOWN {
         let _ = write!(list, ", … and {} more", names.len() - SHOWN);
     }
@@ -48,7 +62,11 @@ pub fn render_plan(plan: &Plan) -> String {
     let mut out = String::new();
     let (mut shards, mut changed, mut destructive, mut failed) = (0, 0, 0, 0);
     for keyspace in &plan.keyspaces {
-        let _ = writeln!(out, "keyspace {} (database `{}`)", keyspace.keyspace, keyspace.database);
+        let _ = writeln!(
+            out,
+            "keyspace {} (database `{}`)",
+            keyspace.keyspace, keyspace.database
+        );
         let groups = groups(keyspace);
         let several = groups.len() > 1;
         for (n, (names, changes, errors)) in groups.iter().enumerate() {
@@ -63,13 +81,29 @@ pub fn render_plan(plan: &Plan) -> String {
             let status = match (changes.len(), errors.len()) {
                 (0, 0) => "up to date".to_string(),
                 (c, 0) => format!("{c} change{}", if c == 1 { "" } else { "s" }),
-                (c, e) => format!("{c} change{}, {e} error{}", if c == 1 { "" } else { "s" }, if e == 1 { "" } else { "s" }),
+                (c, e) => format!(
+                    "{c} change{}, {e} error{}",
+                    if c == 1 { "" } else { "s" },
+                    if e == 1 { "" } else { "s" }
+                ),
             };
-            let differs = if several && n > 0 { "  ← differs from the others" } else { "" };
+            let differs = if several && n > 0 {
+                "  ← differs from the others"
+            } else {
+                ""
+            };
             let _ = writeln!(out, "  {} — {status}{differs}", shard_list(names));
             for change in changes.iter() {
-                let mark = if change.destructive { "DESTRUCTIVE " } else { "" };
-                let _ = writeln!(out, "    {mark}{};", change.statement.replace('\n', "\n      "));
+                let mark = if change.destructive {
+                    "DESTRUCTIVE "
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    out,
+                    "    {mark}{};",
+                    change.statement.replace('\n', "\n      ")
+                );
                 for reason in &change.reasons {
                     let _ = writeln!(out, "      ! {reason}");
                 }
@@ -78,8 +112,16 @@ pub fn render_plan(plan: &Plan) -> String {
                 }
             }
             for error in errors.iter() {
-                let table = error.table.as_deref().map(|t| format!("table `{t}`: ")).unwrap_or_default();
-                let _ = writeln!(out, "    error: {table}{}", error.message.replace('\n', "\n      "));
+                let table = error
+                    .table
+                    .as_deref()
+                    .map(|t| format!("table `{t}`: "))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "    error: {table}{}",
+                    error.message.replace('\n', "\n      ")
+                );
             }
         }
     }

@@ -64,7 +64,10 @@ struct TableDiff {
 /// Diffs a whole database. Statement order makes the plan executable as is: foreign keys and
 /// checks are dropped first, tables altered, new tables created (referenced ones first),
 /// foreign keys added, and dropped tables removed last (referencing ones first).
-pub fn diff_schemas(live: &BTreeMap<String, Table>, desired: &BTreeMap<String, Table>) -> SchemaDiff {
+pub fn diff_schemas(
+    live: &BTreeMap<String, Table>,
+    desired: &BTreeMap<String, Table>,
+) -> SchemaDiff {
     let mut out = SchemaDiff::default();
     let mut pre = Vec::new();
     let mut main = Vec::new();
@@ -79,25 +82,63 @@ pub fn diff_schemas(live: &BTreeMap<String, Table>, desired: &BTreeMap<String, T
                 continue;
             }
         };
-        let alter = |clauses: &[String]| format!("ALTER TABLE {} {}", quote_ident(name), clauses.join(", "));
+        let alter = |clauses: &[String]| {
+            format!("ALTER TABLE {} {}", quote_ident(name), clauses.join(", "))
+        };
         if !diff.pre.is_empty() {
-            pre.push(change(name, ChangeKind::Alter, alter(&diff.pre), vec![], vec![]));
+            pre.push(change(
+                name,
+                ChangeKind::Alter,
+                alter(&diff.pre),
+                vec![],
+                vec![],
+            ));
         }
         if !diff.main.is_empty() {
-            main.push(change(name, ChangeKind::Alter, alter(&diff.main), diff.reasons, diff.warnings));
+            main.push(change(
+                name,
+                ChangeKind::Alter,
+                alter(&diff.main),
+                diff.reasons,
+                diff.warnings,
+            ));
         }
         if let Some((clause, warnings)) = diff.partitioning {
-            partitioning.push(change(name, ChangeKind::Alter, alter(&[clause]), vec![], warnings));
+            partitioning.push(change(
+                name,
+                ChangeKind::Alter,
+                alter(&[clause]),
+                vec![],
+                warnings,
+            ));
         }
         if !diff.post.is_empty() {
-            post.push(change(name, ChangeKind::Alter, alter(&diff.post), vec![], vec![]));
+            post.push(change(
+                name,
+                ChangeKind::Alter,
+                alter(&diff.post),
+                vec![],
+                vec![],
+            ));
         }
     }
-    let created: Vec<&Table> = desired.values().filter(|t| !live.contains_key(&t.name)).collect();
+    let created: Vec<&Table> = desired
+        .values()
+        .filter(|t| !live.contains_key(&t.name))
+        .collect();
     let creates = dependency_order(&created).into_iter().map(|t| {
-        change(&t.name, ChangeKind::Create, t.create_sql.clone(), vec![], vec![])
+        change(
+            &t.name,
+            ChangeKind::Create,
+            t.create_sql.clone(),
+            vec![],
+            vec![],
+        )
     });
-    let dropped: Vec<&Table> = live.values().filter(|t| !desired.contains_key(&t.name)).collect();
+    let dropped: Vec<&Table> = live
+        .values()
+        .filter(|t| !desired.contains_key(&t.name))
+        .collect();
     let mut drop_order = dependency_order(&dropped);
     drop_order.reverse();
     let drops = drop_order.into_iter().map(|t| {
@@ -120,7 +161,13 @@ pub fn diff_schemas(live: &BTreeMap<String, Table>, desired: &BTreeMap<String, T
     out
 }
 
-fn change(table: &str, kind: ChangeKind, statement: String, reasons: Vec<String>, warnings: Vec<String>) -> Change {
+fn change(
+    table: &str,
+    kind: ChangeKind,
+    statement: String,
+    reasons: Vec<String>,
+    warnings: Vec<String>,
+) -> Change {
     Change {
         table: table.to_string(),
         kind,
@@ -174,11 +221,20 @@ fn diff_table(have: &Table, want: &Table) -> Result<TableDiff, DiffError> {
     let mut d = TableDiff::default();
 
     // Foreign keys and checks: drop first, add last (same-name replacement cannot share one ALTER).
-    let have_fks: HashMap<&str, &str> = have.foreign_keys.iter().map(|f| (f.name.as_str(), f.definition.as_str())).collect();
-    let want_fks: HashMap<&str, &str> = want.foreign_keys.iter().map(|f| (f.name.as_str(), f.definition.as_str())).collect();
+    let have_fks: HashMap<&str, &str> = have
+        .foreign_keys
+        .iter()
+        .map(|f| (f.name.as_str(), f.definition.as_str()))
+        .collect();
+    let want_fks: HashMap<&str, &str> = want
+        .foreign_keys
+        .iter()
+        .map(|f| (f.name.as_str(), f.definition.as_str()))
+        .collect();
     for fk in &have.foreign_keys {
         if want_fks.get(fk.name.as_str()) != Some(&fk.definition.as_str()) {
-            d.pre.push(format!("DROP FOREIGN KEY {}", quote_ident(&fk.name)));
+            d.pre
+                .push(format!("DROP FOREIGN KEY {}", quote_ident(&fk.name)));
         }
     }
     for fk in &want.foreign_keys {
@@ -186,17 +242,29 @@ fn diff_table(have: &Table, want: &Table) -> Result<TableDiff, DiffError> {
             d.post.push(format!("ADD {}", fk.definition));
         }
     }
-    let have_checks: HashMap<&str, &str> = have.checks.iter().map(|c| (c.name.as_str(), c.definition.as_str())).collect();
-    let want_checks: HashMap<&str, &str> = want.checks.iter().map(|c| (c.name.as_str(), c.definition.as_str())).collect();
+    let have_checks: HashMap<&str, &str> = have
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.definition.as_str()))
+        .collect();
+    let want_checks: HashMap<&str, &str> = want
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.definition.as_str()))
+        .collect();
     for check in &have.checks {
         if want_checks.get(check.name.as_str()) != Some(&check.definition.as_str()) {
-            d.pre.push(format!("DROP CONSTRAINT {}", quote_ident(&check.name)));
+            d.pre
+                .push(format!("DROP CONSTRAINT {}", quote_ident(&check.name)));
         }
     }
     for check in &want.checks {
         if have_checks.get(check.name.as_str()) != Some(&check.definition.as_str()) {
             d.post.push(format!("ADD {}", check.definition));
-            d.warnings.push(format!("adding check `{}` fails if existing rows violate it", check.name));
+            d.warnings.push(format!(
+                "adding check `{}` fails if existing rows violate it",
+                check.name
+            ));
         }
     }
 
@@ -209,7 +277,10 @@ fn diff_table(have: &Table, want: &Table) -> Result<TableDiff, DiffError> {
 
     if have.partitioning != want.partitioning {
         d.partitioning = Some(match &want.partitioning {
-            Some(p) => (p.clone(), vec!["repartitions the table (copies every row)".into()]),
+            Some(p) => (
+                p.clone(),
+                vec!["repartitions the table (copies every row)".into()],
+            ),
             None => ("REMOVE PARTITIONING".into(), vec![]),
         });
     }
@@ -217,11 +288,17 @@ fn diff_table(have: &Table, want: &Table) -> Result<TableDiff, DiffError> {
 }
 
 fn clause_rank(clause: &str) -> u8 {
-    if clause.starts_with("DROP PRIMARY KEY") || clause.starts_with("DROP INDEX") || clause.starts_with("RENAME INDEX") {
+    if clause.starts_with("DROP PRIMARY KEY")
+        || clause.starts_with("DROP INDEX")
+        || clause.starts_with("RENAME INDEX")
+    {
         0
     } else if clause.starts_with("DROP COLUMN") {
         1
-    } else if clause.starts_with("ADD COLUMN") || clause.starts_with("MODIFY COLUMN") || clause.starts_with("CHANGE COLUMN") {
+    } else if clause.starts_with("ADD COLUMN")
+        || clause.starts_with("MODIFY COLUMN")
+        || clause.starts_with("CHANGE COLUMN")
+    {
         2
     } else if clause.starts_with("ADD ") {
         3
@@ -231,40 +308,69 @@ fn clause_rank(clause: &str) -> u8 {
 }
 
 fn diff_indexes(have: &Table, want: &Table, d: &mut TableDiff) {
-    let have_by_name: HashMap<&str, &crate::schema::Index> = have.indexes.iter().map(|i| (i.name.as_str(), i)).collect();
-    let want_by_name: HashMap<&str, &crate::schema::Index> = want.indexes.iter().map(|i| (i.name.as_str(), i)).collect();
+    let have_by_name: HashMap<&str, &crate::schema::Index> =
+        have.indexes.iter().map(|i| (i.name.as_str(), i)).collect();
+    let want_by_name: HashMap<&str, &crate::schema::Index> =
+        want.indexes.iter().map(|i| (i.name.as_str(), i)).collect();
     let mut dropped: Vec<&crate::schema::Index> = have
         .indexes
         .iter()
-        .filter(|i| want_by_name.get(i.name.as_str()).map(|w| w.definition != i.definition).unwrap_or(true))
+        .filter(|i| {
+            want_by_name
+                .get(i.name.as_str())
+                .map(|w| w.definition != i.definition)
+                .unwrap_or(true)
+        })
         .collect();
     for index in &want.indexes {
-        if have_by_name.get(index.name.as_str()).map(|h| h.definition == index.definition).unwrap_or(false) {
+        if have_by_name
+            .get(index.name.as_str())
+            .map(|h| h.definition == index.definition)
+            .unwrap_or(false)
+        {
             continue;
         }
         // Same shape under another name, and that name is going away: a rename, not a rebuild.
-        let renamed = (!have_by_name.contains_key(index.name.as_str()) && index.kind != IndexKind::Primary)
-            .then(|| dropped.iter().position(|h| !want_by_name.contains_key(h.name.as_str()) && h.shape() == index.shape()))
+        let renamed = (!have_by_name.contains_key(index.name.as_str())
+            && index.kind != IndexKind::Primary)
+            .then(|| {
+                dropped.iter().position(|h| {
+                    !want_by_name.contains_key(h.name.as_str()) && h.shape() == index.shape()
+                })
+            })
             .flatten();
         if let Some(at) = renamed {
             let old = dropped.remove(at);
-            d.main.push(format!("RENAME INDEX {} TO {}", quote_ident(&old.name), quote_ident(&index.name)));
+            d.main.push(format!(
+                "RENAME INDEX {} TO {}",
+                quote_ident(&old.name),
+                quote_ident(&index.name)
+            ));
             continue;
         }
         d.main.push(format!("ADD {}", index.definition));
         if matches!(index.kind, IndexKind::Unique | IndexKind::Primary) {
-            d.warnings.push(format!("adding unique key `{}` fails if existing rows hold duplicates", index.name));
+            d.warnings.push(format!(
+                "adding unique key `{}` fails if existing rows hold duplicates",
+                index.name
+            ));
         }
     }
     for index in dropped {
         if index.kind == IndexKind::Primary {
             d.main.push("DROP PRIMARY KEY".into());
         } else {
-            d.main.push(format!("DROP INDEX {}", quote_ident(&index.name)));
+            d.main
+                .push(format!("DROP INDEX {}", quote_ident(&index.name)));
         }
-        let replaced = want_by_name.get(index.name.as_str()).is_some_and(|w| w.kind == index.kind && w.columns == index.columns);
+        let replaced = want_by_name
+            .get(index.name.as_str())
+            .is_some_and(|w| w.kind == index.kind && w.columns == index.columns);
         if matches!(index.kind, IndexKind::Unique | IndexKind::Primary) && !replaced {
-            d.warnings.push(format!("drops the uniqueness guarantee of `{}`", index.name));
+            d.warnings.push(format!(
+                "drops the uniqueness guarantee of `{}`",
+                index.name
+            ));
         }
     }
 }
@@ -295,17 +401,21 @@ fn diff_columns(have: &Table, want: &Table, d: &mut TableDiff) {
         .iter()
         .filter_map(|c| {
             let old = c.renamed_from.as_deref()?;
-            (have.column(old).is_some() && have.column(&c.name).is_none() && want.column(old).is_none())
-                .then_some((c.name.as_str(), old))
+            (have.column(old).is_some()
+                && have.column(&c.name).is_none()
+                && want.column(old).is_none())
+            .then_some((c.name.as_str(), old))
         })
         .collect();
     let rename_sources: BTreeSet<&str> = renames.values().copied().collect();
 
     for column in &have.columns {
         if want.column(&column.name).is_none() && !rename_sources.contains(column.name.as_str()) {
-            d.main.push(format!("DROP COLUMN {}", quote_ident(&column.name)));
+            d.main
+                .push(format!("DROP COLUMN {}", quote_ident(&column.name)));
             if column.generated.is_none() {
-                d.reasons.push(format!("drops column `{}` and its data", column.name));
+                d.reasons
+                    .push(format!("drops column `{}` and its data", column.name));
             }
         }
     }
@@ -316,7 +426,10 @@ fn diff_columns(have: &Table, want: &Table, d: &mut TableDiff) {
         .iter()
         .filter_map(|c| {
             if rename_sources.contains(c.name.as_str()) {
-                renames.iter().find(|(_, old)| **old == c.name).map(|(new, _)| *new)
+                renames
+                    .iter()
+                    .find(|(_, old)| **old == c.name)
+                    .map(|(new, _)| *new)
             } else {
                 want.column(&c.name).map(|_| c.name.as_str())
             }
@@ -337,9 +450,17 @@ fn diff_columns(have: &Table, want: &Table, d: &mut TableDiff) {
         } else {
             format!(" AFTER {}", quote_ident(&want.columns[i - 1].name))
         };
-        let old_name = renames.get(column.name.as_str()).copied().unwrap_or(&column.name);
+        let old_name = renames
+            .get(column.name.as_str())
+            .copied()
+            .unwrap_or(&column.name);
         let Some(old) = have.column(old_name) else {
-            d.main.push(format!("ADD COLUMN {} {}{}", quote_ident(&column.name), column.definition, position));
+            d.main.push(format!(
+                "ADD COLUMN {} {}{}",
+                quote_ident(&column.name),
+                column.definition,
+                position
+            ));
             continue;
         };
         let moved = !stay.contains(column.name.as_str());
@@ -361,10 +482,21 @@ fn diff_columns(have: &Table, want: &Table, d: &mut TableDiff) {
                 position
             ));
         } else {
-            d.main.push(format!("MODIFY COLUMN {} {}{}", quote_ident(&column.name), definition, position));
+            d.main.push(format!(
+                "MODIFY COLUMN {} {}{}",
+                quote_ident(&column.name),
+                definition,
+                position
+            ));
         }
         if changed {
-            classify(old, old_collation.as_deref(), column, new_collation.as_deref(), d);
+            classify(
+                old,
+                old_collation.as_deref(),
+                column,
+                new_collation.as_deref(),
+                d,
+            );
         }
     }
 }
@@ -372,7 +504,8 @@ fn diff_columns(have: &Table, want: &Table, d: &mut TableDiff) {
 /// When the table's default charset changes in the same ALTER, a column that relies on the
 /// default must name its charset, or it would keep the old one.
 fn explicit_charset(column: &Column, table: &Table, charset_changes: bool) -> String {
-    if !charset_changes || !column.data_type.is_textual() || column.data_type.charset_span.is_some() {
+    if !charset_changes || !column.data_type.is_textual() || column.data_type.charset_span.is_some()
+    {
         return column.definition.clone();
     }
     let (Some(charset), Some(collation)) = (table.charset(), table.collation()) else {
@@ -428,8 +561,16 @@ fn diff_options(have: &Table, want: &Table, d: &mut TableDiff) -> Result<(), Str
         }
         d.main.push(clause);
     }
-    let have_opts: BTreeMap<&str, &str> = have.options.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let want_opts: BTreeMap<&str, &str> = want.options.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let have_opts: BTreeMap<&str, &str> = have
+        .options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let want_opts: BTreeMap<&str, &str> = want
+        .options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let keys: BTreeSet<&str> = have_opts.keys().chain(want_opts.keys()).copied().collect();
     for key in keys {
         if charset_keys.contains(&key) || have_opts.get(key) == want_opts.get(key) {
@@ -442,10 +583,14 @@ fn diff_options(have: &Table, want: &Table, d: &mut TableDiff) -> Result<(), Str
                 .to_string(),
         };
         if value.is_empty() {
-            return Err(format!("table option {key} cannot be changed by ALTER TABLE"));
+            return Err(format!(
+                "table option {key} cannot be changed by ALTER TABLE"
+            ));
         }
         if key == "ENGINE" {
-            d.warnings.push(format!("changes the storage engine to {value} (copies every row)"));
+            d.warnings.push(format!(
+                "changes the storage engine to {value} (copies every row)"
+            ));
         }
         d.main.push(format!("{key}={value}"));
     }
@@ -456,8 +601,10 @@ fn diff_options(have: &Table, want: &Table, d: &mut TableDiff) -> Result<(), Str
 fn reset_value(key: &str) -> Option<&'static str> {
     Some(match key {
         "COMMENT" => "''",
-        "ROW_FORMAT" | "STATS_PERSISTENT" | "STATS_AUTO_RECALC" | "STATS_SAMPLE_PAGES" | "PACK_KEYS" => "DEFAULT",
-        "KEY_BLOCK_SIZE" | "CHECKSUM" | "DELAY_KEY_WRITE" | "PAGE_CHECKSUM" | "MIN_ROWS" | "MAX_ROWS" | "AVG_ROW_LENGTH" => "0",
+        "ROW_FORMAT" | "STATS_PERSISTENT" | "STATS_AUTO_RECALC" | "STATS_SAMPLE_PAGES"
+        | "PACK_KEYS" => "DEFAULT",
+        "KEY_BLOCK_SIZE" | "CHECKSUM" | "DELAY_KEY_WRITE" | "PAGE_CHECKSUM" | "MIN_ROWS"
+        | "MAX_ROWS" | "AVG_ROW_LENGTH" => "0",
         "PAGE_COMPRESSED" => "0",
         "ENCRYPTED" => "DEFAULT",
         "TRANSACTIONAL" => "DEFAULT",
@@ -466,7 +613,13 @@ fn reset_value(key: &str) -> Option<&'static str> {
 }
 
 /// Classifies a column modification: destructive reasons or warnings.
-fn classify(old: &Column, old_collation: Option<&str>, new: &Column, new_collation: Option<&str>, d: &mut TableDiff) {
+fn classify(
+    old: &Column,
+    old_collation: Option<&str>,
+    new: &Column,
+    new_collation: Option<&str>,
+    d: &mut TableDiff,
+) {
     let name = &new.name;
     if let Some(why) = narrowing(&old.data_type, &new.data_type) {
         d.reasons.push(format!("`{name}`: {why}"));
@@ -475,16 +628,24 @@ fn classify(old: &Column, old_collation: Option<&str>, new: &Column, new_collati
         if from != to {
             let (from_cs, to_cs) = (charset_of(from), charset_of(to));
             if from_cs == to_cs {
-                d.warnings.push(format!("`{name}`: collation {from} → {to} changes comparisons and unique keys"));
+                d.warnings.push(format!(
+                    "`{name}`: collation {from} → {to} changes comparisons and unique keys"
+                ));
             } else if charset_covers(to_cs, from_cs) {
-                d.warnings.push(format!("`{name}`: charset {from_cs} → {to_cs} rewrites the column"));
+                d.warnings.push(format!(
+                    "`{name}`: charset {from_cs} → {to_cs} rewrites the column"
+                ));
             } else {
-                d.reasons.push(format!("`{name}`: charset {from_cs} → {to_cs} cannot hold every {from_cs} character"));
+                d.reasons.push(format!(
+                    "`{name}`: charset {from_cs} → {to_cs} cannot hold every {from_cs} character"
+                ));
             }
         }
     }
     if old.nullable && !new.nullable {
-        d.warnings.push(format!("`{name}`: NOT NULL fails if the column holds NULLs"));
+        d.warnings.push(format!(
+            "`{name}`: NOT NULL fails if the column holds NULLs"
+        ));
     }
 }
 
@@ -494,7 +655,11 @@ fn charset_of(collation: &str) -> &str {
 
 fn charset_covers(wide: &str, narrow: &str) -> bool {
     wide == narrow
-        || (wide == "utf8mb4" && matches!(narrow, "ascii" | "latin1" | "utf8" | "utf8mb3" | "ucs2" | "utf16" | "utf32"))
+        || (wide == "utf8mb4"
+            && matches!(
+                narrow,
+                "ascii" | "latin1" | "utf8" | "utf8mb3" | "ucs2" | "utf16" | "utf32"
+            ))
         || (matches!(wide, "utf8" | "utf8mb3") && narrow == "ascii")
 }
 
@@ -536,7 +701,13 @@ fn narrowing(old: &ColumnType, new: &ColumnType) -> Option<String> {
         }
         s
     };
-    let msg = || Some(format!("{} → {} may not hold every existing value", shown(old), shown(new)));
+    let msg = || {
+        Some(format!(
+            "{} → {} may not hold every existing value",
+            shown(old),
+            shown(new)
+        ))
+    };
     if let (Some(ra), Some(rb)) = (int_rank(a), int_rank(b)) {
         let fits = match (old.unsigned, new.unsigned) {
             (false, true) => false,
@@ -553,14 +724,19 @@ fn narrowing(old: &ColumnType, new: &ColumnType) -> Option<String> {
         ("decimal", "decimal") | ("float", "float") | ("double", "double") => {
             let (p0, s0) = (arg(old, 0).unwrap_or(10), arg(old, 1).unwrap_or(0));
             let (p1, s1) = (arg(new, 0).unwrap_or(10), arg(new, 1).unwrap_or(0));
-            if s1 < s0 || p1.saturating_sub(s1) < p0.saturating_sub(s0) || (old.unsigned != new.unsigned && !old.unsigned) {
+            if s1 < s0
+                || p1.saturating_sub(s1) < p0.saturating_sub(s0)
+                || (old.unsigned != new.unsigned && !old.unsigned)
+            {
                 msg()
             } else {
                 None
             }
         }
         ("float", "double") => None,
-        ("char" | "varchar", "char" | "varchar") | ("binary" | "varbinary", "binary" | "varbinary") | ("bit", "bit") => {
+        ("char" | "varchar", "char" | "varchar")
+        | ("binary" | "varbinary", "binary" | "varbinary")
+        | ("bit", "bit") => {
             if arg(new, 0).unwrap_or(1) < arg(old, 0).unwrap_or(1) {
                 msg()
             } else {
@@ -568,7 +744,9 @@ fn narrowing(old: &ColumnType, new: &ColumnType) -> Option<String> {
             }
         }
         ("char" | "varchar", _) if text_rank(b).is_some() && b.ends_with("text") => {
-            (b == "tinytext" && arg(old, 0).unwrap_or(0) > 63).then(|| msg()).flatten()
+            (b == "tinytext" && arg(old, 0).unwrap_or(0) > 63)
+                .then(|| msg())
+                .flatten()
         }
         ("varbinary" | "binary", _) if text_rank(b).is_some() && b.ends_with("blob") => None,
         ("enum", "enum") | ("set", "set") => {
@@ -578,17 +756,23 @@ fn narrowing(old: &ColumnType, new: &ColumnType) -> Option<String> {
             } else {
                 Some(format!(
                     "removes value(s) {} from the {a}",
-                    removed.iter().map(|v| format!("'{v}'")).collect::<Vec<_>>().join(", ")
+                    removed
+                        .iter()
+                        .map(|v| format!("'{v}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
             }
         }
-        ("datetime" | "timestamp" | "time", _) if a == b => {
-            (arg(new, 0).unwrap_or(0) < arg(old, 0).unwrap_or(0)).then(|| msg()).flatten()
-        }
+        ("datetime" | "timestamp" | "time", _) if a == b => (arg(new, 0).unwrap_or(0)
+            < arg(old, 0).unwrap_or(0))
+        .then(|| msg())
+        .flatten(),
         ("date", "datetime" | "timestamp") => None,
-        ("datetime", "timestamp") | ("timestamp", "datetime") => {
-            (arg(new, 0).unwrap_or(0) < arg(old, 0).unwrap_or(0)).then(|| msg()).flatten()
-        }
+        ("datetime", "timestamp") | ("timestamp", "datetime") => (arg(new, 0).unwrap_or(0)
+            < arg(old, 0).unwrap_or(0))
+        .then(|| msg())
+        .flatten(),
         _ if a == b && old.args == new.args && old.unsigned == new.unsigned => None,
         _ => msg(),
     }
@@ -603,7 +787,12 @@ mod tests {
     }
 
     fn one(live: &[&str], desired: &[&str]) -> SchemaDiff {
-        let map = |list: &[&str]| list.iter().map(|s| table(s)).map(|t| (t.name.clone(), t)).collect();
+        let map = |list: &[&str]| {
+            list.iter()
+                .map(|s| table(s))
+                .map(|t| (t.name.clone(), t))
+                .collect()
+        };
         diff_schemas(&map(live), &map(desired))
     }
 
@@ -626,7 +815,10 @@ mod tests {
         let d = one(&[orders, USERS], &[]);
         let tables: Vec<&str> = d.changes.iter().map(|c| c.table.as_str()).collect();
         assert_eq!(tables, ["orders", "users"]);
-        assert!(d.changes.iter().all(|c| c.destructive && c.kind == ChangeKind::Drop));
+        assert!(d
+            .changes
+            .iter()
+            .all(|c| c.destructive && c.kind == ChangeKind::Drop));
     }
 
     #[test]
@@ -635,7 +827,10 @@ mod tests {
         let mut want = table(desired);
         want.columns[2].renamed_from = Some("name".into());
         let live = table(USERS);
-        let d = diff_schemas(&[("users".to_string(), live)].into(), &[("users".to_string(), want)].into());
+        let d = diff_schemas(
+            &[("users".to_string(), live)].into(),
+            &[("users".to_string(), want)].into(),
+        );
         assert_eq!(d.changes.len(), 1);
         let c = &d.changes[0];
         assert_eq!(
@@ -653,7 +848,10 @@ mod tests {
     fn narrowing_is_destructive_and_widening_is_not() {
         let narrower = USERS.replace("varchar(100)", "varchar(50)");
         let d = one(&[USERS], &[&narrower]);
-        assert_eq!(d.changes[0].statement, "ALTER TABLE `users` MODIFY COLUMN `name` varchar(50) DEFAULT NULL");
+        assert_eq!(
+            d.changes[0].statement,
+            "ALTER TABLE `users` MODIFY COLUMN `name` varchar(50) DEFAULT NULL"
+        );
         assert!(d.changes[0].destructive);
         let d = one(&[&narrower], &[USERS]);
         assert!(!d.changes[0].destructive);
@@ -674,11 +872,17 @@ mod tests {
 
     #[test]
     fn table_charset_change_rewrites_implicit_columns() {
-        let latin = USERS.replace("utf8mb4 COLLATE=utf8mb4_general_ci", "latin1 COLLATE=latin1_swedish_ci");
+        let latin = USERS.replace(
+            "utf8mb4 COLLATE=utf8mb4_general_ci",
+            "latin1 COLLATE=latin1_swedish_ci",
+        );
         let d = one(&[&latin], &[USERS]);
         let s = &d.changes[0].statement;
         assert!(s.contains("MODIFY COLUMN `name` varchar(100) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci DEFAULT NULL"), "{s}");
-        assert!(s.ends_with("DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci"), "{s}");
+        assert!(
+            s.ends_with("DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci"),
+            "{s}"
+        );
         assert!(!d.changes[0].destructive);
         assert!(one(&[USERS], &[&latin]).changes[0].destructive);
     }
@@ -687,11 +891,20 @@ mod tests {
     fn index_changes_and_renames() {
         let renamed = USERS.replace("UNIQUE KEY `email`", "UNIQUE KEY `uk_email`");
         let d = one(&[USERS], &[&renamed]);
-        assert_eq!(d.changes[0].statement, "ALTER TABLE `users` RENAME INDEX `email` TO `uk_email`");
+        assert_eq!(
+            d.changes[0].statement,
+            "ALTER TABLE `users` RENAME INDEX `email` TO `uk_email`"
+        );
         let plain = USERS.replace("UNIQUE KEY `email`", "KEY `email`");
         let d = one(&[USERS], &[&plain]);
-        assert_eq!(d.changes[0].statement, "ALTER TABLE `users` DROP INDEX `email`, ADD KEY `email` (`email`)");
-        assert!(d.changes[0].warnings.iter().any(|w| w.contains("uniqueness")));
+        assert_eq!(
+            d.changes[0].statement,
+            "ALTER TABLE `users` DROP INDEX `email`, ADD KEY `email` (`email`)"
+        );
+        assert!(d.changes[0]
+            .warnings
+            .iter()
+            .any(|w| w.contains("uniqueness")));
     }
 
     #[test]
@@ -711,12 +924,27 @@ mod tests {
 
     #[test]
     fn options_and_partitioning() {
-        let commented = USERS.replace("COLLATE=utf8mb4_general_ci", "COLLATE=utf8mb4_general_ci COMMENT='people'");
-        assert_eq!(one(&[USERS], &[&commented]).changes[0].statement, "ALTER TABLE `users` COMMENT='people'");
-        assert_eq!(one(&[&commented], &[USERS]).changes[0].statement, "ALTER TABLE `users` COMMENT=''");
+        let commented = USERS.replace(
+            "COLLATE=utf8mb4_general_ci",
+            "COLLATE=utf8mb4_general_ci COMMENT='people'",
+        );
+        assert_eq!(
+            one(&[USERS], &[&commented]).changes[0].statement,
+            "ALTER TABLE `users` COMMENT='people'"
+        );
+        assert_eq!(
+            one(&[&commented], &[USERS]).changes[0].statement,
+            "ALTER TABLE `users` COMMENT=''"
+        );
         let parted = format!("{USERS}\n PARTITION BY KEY (`id`)\nPARTITIONS 4");
         let d = one(&[USERS], &[&parted]);
-        assert_eq!(d.changes[0].statement, "ALTER TABLE `users` PARTITION BY KEY (`id`)\nPARTITIONS 4");
-        assert_eq!(one(&[&parted], &[USERS]).changes[0].statement, "ALTER TABLE `users` REMOVE PARTITIONING");
+        assert_eq!(
+            d.changes[0].statement,
+            "ALTER TABLE `users` PARTITION BY KEY (`id`)\nPARTITIONS 4"
+        );
+        assert_eq!(
+            one(&[&parted], &[USERS]).changes[0].statement,
+            "ALTER TABLE `users` REMOVE PARTITIONING"
+        );
     }
 }

@@ -14,7 +14,10 @@ use crate::source::Dsn;
 
 /// Statements run on every new connection (and again after a reset): DDL must never wait
 /// long for a metadata lock, or it would queue every other session behind it.
-const SESSION_SETUP: &[&str] = &["SET SESSION lock_wait_timeout = 5", "SET SESSION innodb_lock_wait_timeout = 5"];
+const SESSION_SETUP: &[&str] = &[
+    "SET SESSION lock_wait_timeout = 5",
+    "SET SESSION innodb_lock_wait_timeout = 5",
+];
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections per shard used to read table definitions in parallel.
 const READERS_PER_SHARD: usize = 4;
@@ -22,15 +25,35 @@ const READERS_PER_SHARD: usize = 4;
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
     #[error("shard {shard}: cannot connect to {address}: {message}; check that the server is up and reachable from here")]
-    Unreachable { shard: String, address: String, message: String },
+    Unreachable {
+        shard: String,
+        address: String,
+        message: String,
+    },
     #[error("shard {shard}: {address} refused the credentials of user `{user}`; check the password in the DSN (or the variable it comes from) and the user's grants")]
-    AccessDenied { shard: String, address: String, user: String },
+    AccessDenied {
+        shard: String,
+        address: String,
+        user: String,
+    },
     #[error("shard {shard}: database `{database}` does not exist on {address}; create it (CREATE DATABASE `{database}`) or fix `database` in schemagate.yaml")]
-    MissingDatabase { shard: String, address: String, database: String },
+    MissingDatabase {
+        shard: String,
+        address: String,
+        database: String,
+    },
     #[error("shard {shard}: {context} failed on {address}: {message}")]
-    Query { shard: String, address: String, context: String, message: String },
+    Query {
+        shard: String,
+        address: String,
+        context: String,
+        message: String,
+    },
     #[error("shard {shard}: {source}")]
-    Canonical { shard: String, source: CanonicalError },
+    Canonical {
+        shard: String,
+        source: CanonicalError,
+    },
 }
 
 /// Facts about a server that change what a table's canonical form looks like.
@@ -69,6 +92,10 @@ impl ShardConn {
             .pool_opts(PoolOpts::default().with_constraints(
                 PoolConstraints::new(0, max_connections.max(1)).unwrap_or_default(),
             ));
+        let opts = dsn
+            .params()
+            .iter()
+            .fold(opts, |opts, (name, value)| apply_param(opts, name, value));
         ShardConn {
             shard: shard.to_string(),
             address: format!("{}:{}", dsn.host(), dsn.port()),
@@ -91,11 +118,13 @@ impl ShardConn {
 
     fn connect_error(&self, e: mysql_async::Error) -> LiveError {
         match &e {
-            mysql_async::Error::Server(s) if s.code == 1045 || s.code == 1698 => LiveError::AccessDenied {
-                shard: self.shard.clone(),
-                address: self.address.clone(),
-                user: self.user.clone(),
-            },
+            mysql_async::Error::Server(s) if s.code == 1045 || s.code == 1698 => {
+                LiveError::AccessDenied {
+                    shard: self.shard.clone(),
+                    address: self.address.clone(),
+                    user: self.user.clone(),
+                }
+            }
             _ => LiveError::Unreachable {
                 shard: self.shard.clone(),
                 address: self.address.clone(),
@@ -130,11 +159,19 @@ impl ShardConn {
             address: self.address.clone(),
             database: database.to_string(),
         })?;
-        Ok(ServerFlavor { version, charset, collation })
+        Ok(ServerFlavor {
+            version,
+            charset,
+            collation,
+        })
     }
 
     /// `SHOW CREATE TABLE` of each table, read over a few connections at once.
-    pub async fn show_create(&self, database: &str, tables: &[String]) -> Result<Vec<(String, String)>, LiveError> {
+    pub async fn show_create(
+        &self,
+        database: &str,
+        tables: &[String],
+    ) -> Result<Vec<(String, String)>, LiveError> {
         let chunk = tables.len().div_ceil(READERS_PER_SHARD).max(1);
         futures::stream::iter(tables.chunks(chunk))
             .map(|names| async move {
@@ -153,10 +190,13 @@ impl ShardConn {
                 Ok::<_, LiveError>(out)
             })
             .buffer_unordered(READERS_PER_SHARD)
-            .try_fold(Vec::with_capacity(tables.len()), |mut all, part| async move {
-                all.extend(part);
-                Ok(all)
-            })
+            .try_fold(
+                Vec::with_capacity(tables.len()),
+                |mut all, part| async move {
+                    all.extend(part);
+                    Ok(all)
+                },
+            )
             .await
     }
 
@@ -173,7 +213,10 @@ impl ShardConn {
             .await
             .map_err(|e| self.query_error("listing tables", e))?
         };
-        let names: Vec<String> = names.into_iter().filter(|n| !naming::is_artifact_table(n)).collect();
+        let names: Vec<String> = names
+            .into_iter()
+            .filter(|n| !naming::is_artifact_table(n))
+            .collect();
         let mut tables = BTreeMap::new();
         for (name, create) in self.show_create(database, &names).await? {
             let table = Table::parse_canonical(&create).map_err(|source| LiveError::Canonical {
@@ -185,9 +228,37 @@ impl ShardConn {
         Ok(LiveSchema { flavor, tables })
     }
 
+    /// Runs a multi-statement SQL script (the text protocol allows several statements).
+    pub async fn run_script(&self, script: &str) -> Result<(), LiveError> {
+        let mut conn = self.conn().await?;
+        conn.query_drop(script)
+            .await
+            .map_err(|e| self.query_error("running a SQL script", e))
+    }
+
     pub async fn disconnect(self) {
         // A failed disconnect only means the server already dropped us.
         let _ = self.pool.disconnect().await;
+    }
+}
+
+/// DSN query parameters, already validated by `source::Dsn`, handed to the driver.
+fn apply_param(opts: OptsBuilder, name: &str, value: &str) -> OptsBuilder {
+    let number = || value.parse::<u32>().ok();
+    match name {
+        "socket" => opts.socket(Some(value)),
+        "prefer_socket" => opts.prefer_socket(value == "true"),
+        "tcp_nodelay" => opts.tcp_nodelay(value == "true"),
+        "tcp_keepalive" => opts.tcp_keepalive(number().map(|ms| Duration::from_millis(ms.into()))),
+        "wait_timeout" => opts.wait_timeout(number().map(|n| n as usize)),
+        "max_allowed_packet" => opts.max_allowed_packet(number().map(|n| n as usize)),
+        "compression" => opts.compression(match value {
+            "fast" => mysql_async::Compression::fast(),
+            "best" => mysql_async::Compression::best(),
+            "on" | "true" => mysql_async::Compression::default(),
+            level => mysql_async::Compression::new(level.parse().unwrap_or(6)),
+        }),
+        _ => opts,
     }
 }
 

@@ -15,7 +15,9 @@ pub fn is_artifact_table(name: &str) -> bool {
     };
     let bytes = rest.as_bytes();
     bytes.len() > 13
-        && bytes[..12].iter().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        && bytes[..12]
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         && bytes[12] == b'_'
 }
 

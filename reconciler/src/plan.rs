@@ -92,16 +92,30 @@ pub enum PlanError {
 /// problems with the desired state itself are errors.
 pub async fn plan(desired: &Desired, options: &PlanOptions) -> Result<Plan, PlanError> {
     let keyspaces: Vec<&Keyspace> = match &options.keyspace {
-        Some(name) => vec![desired.config.keyspace(name).ok_or_else(|| PlanError::UnknownKeyspace {
-            name: name.clone(),
-            known: desired.config.keyspaces.iter().map(|k| k.name.clone()).collect(),
-        })?],
+        Some(name) => {
+            vec![desired
+                .config
+                .keyspace(name)
+                .ok_or_else(|| PlanError::UnknownKeyspace {
+                    name: name.clone(),
+                    known: desired
+                        .config
+                        .keyspaces
+                        .iter()
+                        .map(|k| k.name.clone())
+                        .collect(),
+                })?]
+        }
         None => desired.config.keyspaces.iter().collect(),
     };
     let mut parsed = Vec::new();
     let mut errors = Vec::new();
     for keyspace in &keyspaces {
-        let files = desired.files.get(&keyspace.name).map(Vec::as_slice).unwrap_or_default();
+        let files = desired
+            .files
+            .get(&keyspace.name)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         match schema::parse_keyspace(files.iter().map(|f| (f.path.as_str(), f.text.as_str()))) {
             Ok(tables) => parsed.push((*keyspace, tables)),
             Err(mut e) => errors.append(&mut e),
@@ -110,14 +124,21 @@ pub async fn plan(desired: &Desired, options: &PlanOptions) -> Result<Plan, Plan
     if !errors.is_empty() {
         return Err(PlanError::Schema(errors));
     }
-    let mut plan = Plan { keyspaces: Vec::new() };
+    let mut plan = Plan {
+        keyspaces: Vec::new(),
+    };
     for (keyspace, tables) in parsed {
-        plan.keyspaces.push(plan_keyspace(keyspace, &tables, options).await?);
+        plan.keyspaces
+            .push(plan_keyspace(keyspace, &tables, options).await?);
     }
     Ok(plan)
 }
 
-async fn plan_keyspace(keyspace: &Keyspace, tables: &[DesiredTable], options: &PlanOptions) -> Result<KeyspacePlan, PlanError> {
+async fn plan_keyspace(
+    keyspace: &Keyspace,
+    tables: &[DesiredTable],
+    options: &PlanOptions,
+) -> Result<KeyspacePlan, PlanError> {
     let started = Instant::now();
     let conns: Vec<ShardConn> = keyspace
         .shards
@@ -125,11 +146,12 @@ async fn plan_keyspace(keyspace: &Keyspace, tables: &[DesiredTable], options: &P
         .map(|s| ShardConn::new(&s.name, &s.dsn, 6))
         .collect();
     let database = keyspace.database.as_str();
-    let mut lives: Vec<(usize, Result<LiveSchema, LiveError>)> = futures::stream::iter(conns.iter().enumerate())
-        .map(|(i, conn)| async move { (i, conn.introspect(database).await) })
-        .buffer_unordered(options.concurrency.max(1))
-        .collect()
-        .await;
+    let mut lives: Vec<(usize, Result<LiveSchema, LiveError>)> =
+        futures::stream::iter(conns.iter().enumerate())
+            .map(|(i, conn)| async move { (i, conn.introspect(database).await) })
+            .buffer_unordered(options.concurrency.max(1))
+            .collect()
+            .await;
     lives.sort_by_key(|(i, _)| *i);
     info!(keyspace = %keyspace.name, shards = conns.len(), elapsed_ms = started.elapsed().as_millis() as u64, "introspected");
 
@@ -148,7 +170,10 @@ async fn plan_keyspace(keyspace: &Keyspace, tables: &[DesiredTable], options: &P
         match live {
             Ok(live) => {
                 shards[i].server_version = Some(live.flavor.version.clone());
-                groups.entry(live.flavor.clone()).or_default().push((i, live));
+                groups
+                    .entry(live.flavor.clone())
+                    .or_default()
+                    .push((i, live));
             }
             Err(e) => shards[i].errors.push(PlanIssue {
                 table: None,
@@ -193,10 +218,17 @@ async fn plan_groups(
         };
 
         // Shards with the same live definitions get the same plan: diff and verify it once.
-        let mut unique: Vec<(Vec<usize>, BTreeMap<String, Table>, Vec<Change>, Vec<DiffError>)> = Vec::new();
+        let mut unique: Vec<(
+            Vec<usize>,
+            BTreeMap<String, Table>,
+            Vec<Change>,
+            Vec<DiffError>,
+        )> = Vec::new();
         for (i, live) in members {
             let diff = diff_schemas(&live.tables, &desired);
-            let found = unique.iter_mut().find(|(_, l, c, e)| *c == diff.changes && *e == diff.errors && touched_equal(l, &live.tables, c));
+            let found = unique.iter_mut().find(|(_, l, c, e)| {
+                *c == diff.changes && *e == diff.errors && touched_equal(l, &live.tables, c)
+            });
             match found {
                 Some((shards, ..)) => shards.push(i),
                 None => unique.push((vec![i], live.tables, diff.changes, diff.errors)),
@@ -232,7 +264,11 @@ async fn plan_groups(
             } else {
                 changes
                     .into_iter()
-                    .filter(|c| !issues.iter().any(|i| i.table.as_deref() == Some(c.table.as_str())))
+                    .filter(|c| {
+                        !issues
+                            .iter()
+                            .any(|i| i.table.as_deref() == Some(c.table.as_str()))
+                    })
                     .collect()
             };
             for i in members {
@@ -245,8 +281,14 @@ async fn plan_groups(
 }
 
 /// Two shards share a plan only if the tables it touches are also defined identically.
-fn touched_equal(a: &BTreeMap<String, Table>, b: &BTreeMap<String, Table>, changes: &[Change]) -> bool {
-    changes.iter().all(|c| a.get(&c.table).map(|t| &t.create_sql) == b.get(&c.table).map(|t| &t.create_sql))
+fn touched_equal(
+    a: &BTreeMap<String, Table>,
+    b: &BTreeMap<String, Table>,
+    changes: &[Change],
+) -> bool {
+    changes
+        .iter()
+        .all(|c| a.get(&c.table).map(|t| &t.create_sql) == b.get(&c.table).map(|t| &t.create_sql))
 }
 
 async fn canonical_desired(
@@ -258,7 +300,11 @@ async fn canonical_desired(
     let workspace = Workspace::create(host, flavor).await?;
     let result = workspace.canonicalize(tables).await;
     workspace.drop().await?;
-    debug!(tables = tables.len(), elapsed_ms = started.elapsed().as_millis() as u64, "canonicalized desired tables");
+    debug!(
+        tables = tables.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "canonicalized desired tables"
+    );
     result
 }
 

@@ -56,7 +56,12 @@ impl Workspace {
             flavor.collation
         ))
         .await
-        .map_err(|e| conn.query_error("creating a workspace database (the DSN's user needs CREATE and DROP)", e))?;
+        .map_err(|e| {
+            conn.query_error(
+                "creating a workspace database (the DSN's user needs CREATE and DROP)",
+                e,
+            )
+        })?;
         Ok(Workspace {
             conn: conn.clone(),
             database,
@@ -65,7 +70,10 @@ impl Workspace {
 
     /// Runs `statements` in the workspace, one connection per batch, foreign key checks off so
     /// that order does not matter. Returns the index and error of each failed statement.
-    async fn run_unchecked(&self, statements: &[String]) -> Result<Vec<(usize, String)>, LiveError> {
+    async fn run_unchecked(
+        &self,
+        statements: &[String],
+    ) -> Result<Vec<(usize, String)>, LiveError> {
         let chunk = statements.len().div_ceil(PARALLEL_CREATES).max(1);
         let indexed: Vec<(usize, &String)> = statements.iter().enumerate().collect();
         futures::stream::iter(indexed.chunks(chunk))
@@ -94,7 +102,10 @@ impl Workspace {
     }
 
     /// The canonical form of each desired table, as this server shows it.
-    pub async fn canonicalize(&self, tables: &[DesiredTable]) -> Result<BTreeMap<String, Table>, WorkspaceError> {
+    pub async fn canonicalize(
+        &self,
+        tables: &[DesiredTable],
+    ) -> Result<BTreeMap<String, Table>, WorkspaceError> {
         let statements: Vec<String> = tables.iter().map(|t| t.sql.clone()).collect();
         let failed = self.run_unchecked(&statements).await?;
         if !failed.is_empty() {
@@ -116,10 +127,11 @@ impl Workspace {
         let names: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
         let mut out = BTreeMap::new();
         for (name, create) in self.conn.show_create(&self.database, &names).await? {
-            let mut table = Table::parse_canonical(&create).map_err(|source| LiveError::Canonical {
-                shard: self.conn.shard.clone(),
-                source,
-            })?;
+            let mut table =
+                Table::parse_canonical(&create).map_err(|source| LiveError::Canonical {
+                    shard: self.conn.shard.clone(),
+                    source,
+                })?;
             if let Some(desired) = tables.iter().find(|t| t.name == name) {
                 for (column, old) in &desired.renames {
                     if let Some(c) = table.columns.iter_mut().find(|c| &c.name == column) {
@@ -149,11 +161,18 @@ impl Workspace {
             }
         }
         while let Some(name) = queue.pop() {
-            let Some(table) = live.get(name) else { continue };
+            let Some(table) = live.get(name) else {
+                continue;
+            };
             if needed.iter().any(|t| t.name == name) {
                 continue;
             }
-            queue.extend(table.foreign_keys.iter().map(|f| f.referenced_table.as_str()));
+            queue.extend(
+                table
+                    .foreign_keys
+                    .iter()
+                    .map(|f| f.referenced_table.as_str()),
+            );
             needed.push(table);
         }
         let setup: Vec<String> = needed.iter().map(|t| t.create_sql.clone()).collect();
@@ -197,11 +216,16 @@ impl Workspace {
         touched.dedup();
         let result = self.conn.show_create(&self.database, &touched).await?;
         for (name, create) in result {
-            let Some(want) = desired.get(&name) else { continue };
+            let Some(want) = desired.get(&name) else {
+                continue;
+            };
             let got = match Table::parse_canonical(&create) {
                 Ok(t) => t,
                 Err(e) => {
-                    errors.push(DiffError { table: name, message: e.to_string() });
+                    errors.push(DiffError {
+                        table: name,
+                        message: e.to_string(),
+                    });
                     continue;
                 }
             };

@@ -13,6 +13,16 @@ async fn query<T: FromRow + Send + 'static>(dsn: &str, sql: &str) -> Vec<T> {
     rows
 }
 
+async fn exec(dsn: &str, statements: &[String]) {
+    let pool = Pool::new(dsn);
+    let mut conn = pool.get_conn().await.unwrap();
+    for statement in statements {
+        conn.query_drop(statement).await.unwrap();
+    }
+    drop(conn);
+    pool.disconnect().await.unwrap();
+}
+
 fn accepts_connections(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
@@ -52,9 +62,13 @@ async fn kill_and_restart_keep_the_data() {
     let mut sandbox = Sandbox::start(1).unwrap();
     let server = &mut sandbox.servers_mut()[0];
     let db = sandbox::unique_name("restart");
-    let _: Vec<()> = query(
+    exec(
         &server.dsn(),
-        &format!("CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY); INSERT INTO {db}.t VALUES (1)"),
+        &[
+            format!("CREATE DATABASE {db}"),
+            format!("CREATE TABLE {db}.t (id INT PRIMARY KEY)"),
+            format!("INSERT INTO {db}.t VALUES (1)"),
+        ],
     )
     .await;
 

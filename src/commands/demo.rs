@@ -1,8 +1,126 @@
+//! `schemagate demo`: the main job end to end on an embedded default. Starts local sandbox
+//! shards from the installed `mariadbd`, loads last release's schema (one shard carrying a
+//! hand-made hotfix), writes the example desired-state repository and plans against it.
+
+use std::path::Path;
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use anyhow::Context;
+use reconciler::plan::{self, PlanOptions};
+use reconciler::sandbox::Sandbox;
+use reconciler::source;
 
-pub async fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("demo is not ready")
+use crate::output::{self, Format};
+
+const SHARDS: [&str; 4] = ["-40", "40-80", "80-c0", "c0-"];
+const KEYSPACE: &str = "commerce";
+const SEED: &str = include_str!("../../examples/demo/seed.sql");
+const DRIFT: &str = include_str!("../../examples/demo/drift.sql");
+/// The example repository's schema files, embedded so the demo runs from any directory.
+const SCHEMAS: [(&str, &str); 3] = [
+    (
+        "customers.sql",
+        include_str!("../../examples/schemas/schemas/commerce/customers.sql"),
+    ),
+    (
+        "orders.sql",
+        include_str!("../../examples/schemas/schemas/commerce/orders.sql"),
+    ),
+    (
+        "products.sql",
+        include_str!("../../examples/schemas/schemas/commerce/products.sql"),
+    ),
+];
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Keep the sandbox shards running after the plan until Ctrl-C, to explore them.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let say = |line: &str| {
+        if args.format == Format::Text {
+            println!("{line}");
+        }
+    };
+    say(&format!(
+        "Starting {} sandbox shards from the local mariadbd…",
+        SHARDS.len()
+    ));
+    let sandbox = tokio::task::spawn_blocking(|| Sandbox::start(SHARDS.len()))
+        .await?
+        .context("starting sandbox shards (schemagate demo needs MariaDB installed: apt-get install mariadb-server)")?;
+    for (name, server) in SHARDS.iter().zip(sandbox.servers()) {
+        say(&format!(
+            "  shard {name:<6} {} ({})",
+            server.dsn(),
+            server.version()
+        ));
+    }
+
+    say("Loading last release's schema on every shard, and a hand-made hotfix on shard c0-…");
+    for (i, server) in sandbox.servers().iter().enumerate() {
+        let mut script = format!("CREATE DATABASE {KEYSPACE}; USE {KEYSPACE}; {SEED}");
+        if i + 1 == SHARDS.len() {
+            script.push_str(DRIFT);
+        }
+        run_script(&server.dsn(), &script).await?;
+    }
+
+    let repo = tempfile::Builder::new()
+        .prefix("schemagate-demo-")
+        .tempdir()?;
+    write_repo(repo.path(), &sandbox)?;
+    say(&format!(
+        "Desired state (examples/schemas) written to {}\n\nschemagate plan --repo {}\n",
+        repo.path().display(),
+        repo.path().display()
+    ));
+    let desired = source::load(repo.path(), None).await?;
+    let plan = plan::plan(&desired, &PlanOptions::default()).await?;
+    output::print_plan(&plan, args.format)?;
+    say("Next: `apply` stages these changes in shadow tables on every shard and seals them together.");
+
+    if args.keep {
+        say(&format!(
+            "\nSandbox kept running; try `schemagate plan --repo {}`. Ctrl-C stops it.",
+            repo.path().display()
+        ));
+        tokio::signal::ctrl_c().await?;
+    }
+    Ok(if plan.has_errors() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn write_repo(dir: &Path, sandbox: &Sandbox) -> anyhow::Result<()> {
+    let mut config = format!("keyspaces:\n  {KEYSPACE}:\n    shards:\n");
+    for (name, server) in SHARDS.iter().zip(sandbox.servers()) {
+        config.push_str(&format!(
+            "      - name: \"{name}\"\n        dsn: {}\n",
+            server.dsn()
+        ));
+    }
+    std::fs::write(dir.join(source::CONFIG_FILE), config)?;
+    let schemas = dir.join(source::SCHEMAS_DIR).join(KEYSPACE);
+    std::fs::create_dir_all(&schemas)?;
+    for (file, text) in SCHEMAS {
+        std::fs::write(schemas.join(file), text)?;
+    }
+    Ok(())
+}
+
+async fn run_script(dsn: &str, script: &str) -> anyhow::Result<()> {
+    use reconciler::live::ShardConn;
+    let dsn = source::Dsn::parse(dsn)?;
+    let conn = ShardConn::new("demo", &dsn, 1);
+    let result = conn.run_script(script).await;
+    conn.disconnect().await;
+    Ok(result?)
 }

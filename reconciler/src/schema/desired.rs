@@ -241,7 +241,9 @@ fn parser_tokens(tokens: &[TokenWithSpan]) -> Vec<TokenWithSpan> {
                     break;
                 }
             }
-            Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("PERSISTENT") => {
+            Token::Word(w)
+                if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("PERSISTENT") =>
+            {
                 out.push(TokenWithSpan::new(
                     Token::Word(Word {
                         value: "STORED".into(),
@@ -340,7 +342,8 @@ mod tests {
 
     #[test]
     fn hint_on_the_line_before_applies_to_the_next_column() {
-        let text = "create table t (\n  id int,\n  -- schemagate:renamed-from `old`\n  new_name int\n)";
+        let text =
+            "create table t (\n  id int,\n  -- schemagate:renamed-from `old`\n  new_name int\n)";
         let tables = parse_file("t.sql", text).unwrap();
         assert_eq!(tables[0].renames, vec![("new_name".into(), "old".into())]);
     }
@@ -350,27 +353,56 @@ mod tests {
         let text = "/*M!999999\\- enable the sandbox mode */ \n-- MariaDB dump\n/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;\nDROP TABLE IF EXISTS `t`;\n/*!40101 SET @saved_cs_client     = @@character_set_client */;\n/*!40101 SET character_set_client = utf8mb4 */;\nCREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  `c` int(11) GENERATED ALWAYS AS (`id` * 2) PERSISTENT,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci\n/*!50100 PARTITION BY HASH (`id`)\nPARTITIONS 4 */;\n/*!40101 SET character_set_client = @saved_cs_client */;\n";
         let tables = parse_file("dump.sql", text).unwrap();
         assert_eq!(tables.len(), 1);
-        assert!(tables[0].sql.ends_with("PARTITIONS 4 */"), "{}", tables[0].sql);
+        assert!(
+            tables[0].sql.ends_with("PARTITIONS 4 */"),
+            "{}",
+            tables[0].sql
+        );
     }
 
     #[test]
     fn errors_are_located() {
-        let err = parse_file("a.sql", "create table t (\n  id int,\n  name varchar(10) nonsense\n);")
-            .unwrap_err();
+        let err = parse_file(
+            "a.sql",
+            "create table t (\n  id int,\n  name varchar(10) nonsense\n);",
+        )
+        .unwrap_err();
         assert_eq!(err.len(), 1);
         let message = err[0].to_string();
         assert!(message.starts_with("a.sql:3:"), "{message}");
 
-        let err = parse_file("b.sql", "create table t (id int);\ninsert into t values (1);").unwrap_err();
-        assert!(err[0].to_string().starts_with("b.sql:2:1: only CREATE TABLE"), "{}", err[0]);
+        let err = parse_file(
+            "b.sql",
+            "create table t (id int);\ninsert into t values (1);",
+        )
+        .unwrap_err();
+        assert!(
+            err[0]
+                .to_string()
+                .starts_with("b.sql:2:1: only CREATE TABLE"),
+            "{}",
+            err[0]
+        );
 
         let err = parse_file("c.sql", "create table app.t (id int);").unwrap_err();
-        assert!(err[0].to_string().contains("names a database"), "{}", err[0]);
+        assert!(
+            err[0].to_string().contains("names a database"),
+            "{}",
+            err[0]
+        );
 
-        let err = parse_file("d.sql", "create table t (id int -- schemagate:renamed-frm x\n);").unwrap_err();
+        let err = parse_file(
+            "d.sql",
+            "create table t (id int -- schemagate:renamed-frm x\n);",
+        )
+        .unwrap_err();
         assert!(err[0].to_string().contains("unknown hint"), "{}", err[0]);
 
-        let err = parse_file("e.sql", "create table t (id int, name varchar(10) default 'x);").unwrap_err();
+        let err = parse_file(
+            "e.sql",
+            "create table t (id int, name varchar(10) default 'x);",
+        )
+        .unwrap_err();
         assert!(err[0].to_string().starts_with("e.sql:1:"), "{}", err[0]);
     }
 

@@ -100,14 +100,7 @@ impl ColumnType {
     pub fn is_textual(&self) -> bool {
         matches!(
             self.base.as_str(),
-            "char"
-                | "varchar"
-                | "tinytext"
-                | "text"
-                | "mediumtext"
-                | "longtext"
-                | "enum"
-                | "set"
+            "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "enum" | "set"
         )
     }
 }
@@ -409,7 +402,11 @@ fn parse_column(name: &str, definition: &str) -> Result<Column, String> {
             Token::RParen => depth -= 1,
             _ if depth > 0 => {}
             _ => match keyword(&t.token).as_deref() {
-                Some("CHARACTER") if keyword(&sig.get(i + 1).map_or(Token::EOF, |t| t.token.clone())).as_deref() == Some("SET") => {
+                Some("CHARACTER")
+                    if keyword(&sig.get(i + 1).map_or(Token::EOF, |t| t.token.clone()))
+                        .as_deref()
+                        == Some("SET") =>
+                {
                     if let Some(value) = sig.get(i + 2) {
                         column.charset = Some(word_value(&value.token));
                         extend(t, value);
@@ -423,7 +420,10 @@ fn parse_column(name: &str, definition: &str) -> Result<Column, String> {
                         i += 1;
                     }
                 }
-                Some("NOT") if sig.get(i + 1).and_then(|t| keyword(&t.token)).as_deref() == Some("NULL") => {
+                Some("NOT")
+                    if sig.get(i + 1).and_then(|t| keyword(&t.token)).as_deref()
+                        == Some("NULL") =>
+                {
                     column.nullable = false;
                     i += 1;
                 }
@@ -496,7 +496,9 @@ pub fn strip_auto_increment(create_sql: &str) -> String {
             match line.find(" AUTO_INCREMENT=") {
                 Some(at) => {
                     let rest = &line[at + " AUTO_INCREMENT=".len()..];
-                    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+                    let digits = rest
+                        .find(|c: char| !c.is_ascii_digit())
+                        .unwrap_or(rest.len());
                     format!("{}{}", &line[..at], &rest[digits..])
                 }
                 None => line.to_string(),
@@ -538,12 +540,18 @@ PARTITIONS 4";
         let id = &t.columns[0];
         assert_eq!(id.data_type.base, "int");
         assert!(id.data_type.unsigned && !id.nullable);
-        assert_eq!(&id.definition[id.data_type.span.0..id.data_type.span.1], "int(11) unsigned");
+        assert_eq!(
+            &id.definition[id.data_type.span.0..id.data_type.span.1],
+            "int(11) unsigned"
+        );
         let b = &t.columns[1];
         assert_eq!(b.charset.as_deref(), Some("latin1"));
         assert_eq!(b.collation.as_deref(), Some("latin1_swedish_ci"));
         let (s, e) = b.data_type.charset_span.unwrap();
-        assert_eq!(&b.definition[s..e], "CHARACTER SET latin1 COLLATE latin1_swedish_ci");
+        assert_eq!(
+            &b.definition[s..e],
+            "CHARACTER SET latin1 COLLATE latin1_swedish_ci"
+        );
         assert_eq!(t.columns[2].generated, Some(Generated::Stored));
         assert_eq!(t.columns[5].data_type.args, ["a", "b'c"]);
         assert_eq!(t.columns[7].generated, None);
@@ -551,13 +559,19 @@ PARTITIONS 4";
         assert_eq!(t.indexes[2].columns, ["b", "h"]);
         assert_eq!(t.indexes[2].shape(), "KEY (`b`(5),`h`(10)) COMMENT 'ix'");
         assert_eq!(t.foreign_keys[0].referenced_table, "t");
-        assert_eq!(t.foreign_keys[0].referenced_database.as_deref(), Some("other"));
+        assert_eq!(
+            t.foreign_keys[0].referenced_database.as_deref(),
+            Some("other")
+        );
         assert_eq!(t.checks[0].name, "CONSTRAINT_1");
         assert_eq!(t.option("ENGINE"), Some("InnoDB"));
         assert_eq!(t.option("AUTO_INCREMENT"), None);
         assert_eq!(t.collation(), Some("utf8mb4_general_ci"));
         assert_eq!(t.option("COMMENT"), Some("'tbl'"));
-        assert_eq!(t.partitioning.as_deref(), Some("PARTITION BY HASH (`id`)\nPARTITIONS 4"));
+        assert_eq!(
+            t.partitioning.as_deref(),
+            Some("PARTITION BY HASH (`id`)\nPARTITIONS 4")
+        );
         assert!(!t.create_sql.contains("AUTO_INCREMENT=10"));
         assert!(t.create_sql.contains("ENGINE=InnoDB DEFAULT CHARSET"));
     }

@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Port used when a DSN names none.
-pub const DEFAULT_PORT: u16 = 3306;
+const DEFAULT_PORT: u16 = 3306;
 
 /// Query parameters a DSN may carry. The names and meanings are mysql_async's URL parameters,
 /// so the connection code can hand them on unchanged.
@@ -65,8 +65,8 @@ pub enum DsnError {
     #[error("its query contains `@`; percent-encode `@` and `?` in a password (%40, %3F)")]
     AtInQuery,
     #[error(
-        "it has the unknown parameter `{0}`; the known parameters are: {}",
-        KNOWN_PARAMS.join(", ")
+        "it has the unknown parameter `{0}`; the known parameters are: {known}",
+        known = KNOWN_PARAMS.join(", ")
     )]
     UnknownParam(String),
     #[error("its parameter `{0}` is given more than once; keep one")]
