@@ -218,29 +218,37 @@ async fn plan_groups(
         };
 
         // Shards with the same live definitions get the same plan: diff and verify it once.
-        let mut unique: Vec<(
-            Vec<usize>,
-            BTreeMap<String, Table>,
-            Vec<Change>,
-            Vec<DiffError>,
-        )> = Vec::new();
+        let mut unique: Vec<SharedPlan> = Vec::new();
         for (i, live) in members {
             let diff = diff_schemas(&live.tables, &desired);
-            let found = unique.iter_mut().find(|(_, l, c, e)| {
-                *c == diff.changes && *e == diff.errors && touched_equal(l, &live.tables, c)
+            let found = unique.iter_mut().find(|p| {
+                p.changes == diff.changes
+                    && p.errors == diff.errors
+                    && touched_equal(&p.live, &live.tables, &p.changes)
             });
             match found {
-                Some((shards, ..)) => shards.push(i),
-                None => unique.push((vec![i], live.tables, diff.changes, diff.errors)),
+                Some(plan) => plan.shards.push(i),
+                None => unique.push(SharedPlan {
+                    shards: vec![i],
+                    live: live.tables,
+                    changes: diff.changes,
+                    errors: diff.errors,
+                }),
             }
         }
         debug!(version = %flavor.version, distinct_plans = unique.len(), "diffed");
         let verified: Vec<Result<Vec<DiffError>, LiveError>> = futures::stream::iter(unique.iter())
-            .map(|(_, live, changes, _)| verify(host, &flavor, live, &desired, changes))
+            .map(|p| verify(host, &flavor, &p.live, &desired, &p.changes))
             .buffered(4)
             .collect()
             .await;
-        for ((members, _, changes, diff_errors), verdict) in unique.into_iter().zip(verified) {
+        for (shared, verdict) in unique.into_iter().zip(verified) {
+            let SharedPlan {
+                shards: members,
+                changes,
+                errors: diff_errors,
+                ..
+            } = shared;
             let mut issues: Vec<PlanIssue> = diff_errors
                 .into_iter()
                 .map(|e| PlanIssue {
@@ -278,6 +286,14 @@ async fn plan_groups(
         }
     }
     Ok(())
+}
+
+/// A plan that several shards share, with the live tables it was made from.
+struct SharedPlan {
+    shards: Vec<usize>,
+    live: BTreeMap<String, Table>,
+    changes: Vec<Change>,
+    errors: Vec<DiffError>,
 }
 
 /// Two shards share a plan only if the tables it touches are also defined identically.
