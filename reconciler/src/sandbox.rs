@@ -86,9 +86,8 @@ pub enum SandboxError {
     #[error("socket path {} is longer than {MAX_SOCKET_PATH} bytes: set TMPDIR to a shorter directory", .path.display())]
     SocketPathTooLong { path: PathBuf },
     #[error(
-        "mariadbd could not listen on 127.0.0.1:{port}: another process holds the port \
-         (it was free when chosen; on restart, something took it while the server was down); \
-         last lines of {}:\n{log_tail}",
+        "mariadbd could not listen on 127.0.0.1:{port}: another process took the port after it \
+         was chosen or while the server was down; last lines of {}:\n{log_tail}",
         .log.display()
     )]
     PortInUse {
@@ -404,7 +403,8 @@ fn create_root(tmp: &Path) -> Result<(PathBuf, File), SandboxError> {
 }
 
 /// Removes roots of processes that died without running `atexit` (their servers died with them
-/// through PDEATHSIG): a root whose lock can be taken has no live owner. Best effort.
+/// through PDEATHSIG): a root whose lock can be taken has no live owner. Best effort: whatever
+/// stays (e.g. still being written by an orphaned `mariadb-install-db`) goes next time.
 fn sweep_stale_roots(tmp: &Path) {
     let Ok(entries) = fs::read_dir(tmp) else {
         return;
@@ -413,10 +413,13 @@ fn sweep_stale_roots(tmp: &Path) {
         if !entry.file_name().to_string_lossy().starts_with(ROOT_PREFIX) {
             continue;
         }
-        if let Ok(lock) = File::open(entry.path().join("lock")) {
-            if try_lock(&lock).is_ok() {
-                let _ = fs::remove_dir_all(entry.path());
-            }
+        let stale = match File::open(entry.path().join("lock")) {
+            Ok(lock) => try_lock(&lock).is_ok(),
+            // Roots get their name only once locked: this is an interrupted removal.
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        };
+        if stale {
+            let _ = fs::remove_dir_all(entry.path());
         }
     }
 }
@@ -475,6 +478,7 @@ fn wait_ready(
         if let Some(status) = child.try_wait().map_err(io_err("checking on mariadbd"))? {
             let log_tail = log_tail(log, log_start);
             let log = log.to_path_buf();
+            // Only the log tells a taken port from other failures (the exit status is 1 for all).
             if log_tail.contains("Bind on TCP/IP port") {
                 return Err(SandboxError::PortInUse {
                     port,
