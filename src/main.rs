@@ -30,6 +30,15 @@ enum Command {
     /// Print, per shard, the DDL that turns the live schema into the one in Git.
     /// Exit status: 0 nothing to do, 1 changes planned, 2 error.
     Plan(commands::plan::Args),
+    /// Deploy the plan: stage every change on every shard, then seal all shards together.
+    /// Exit status 0 only when the requested end state (--seal auto: sealed; manual: ready) is reached.
+    Apply(commands::apply::Args),
+    /// Show deployments: the readiness matrix of changes × shards, and seal timings.
+    Status(commands::status::StatusArgs),
+    /// Seal a staged deployment (every shard must be ready).
+    Seal(commands::status::IdArgs),
+    /// Cancel a deployment before its seal: remove every artifact, leave the tables untouched.
+    Cancel(commands::status::IdArgs),
     /// Start local sandbox shards, load the example schema and show what schemagate does.
     Demo(commands::demo::Args),
 }
@@ -51,6 +60,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Plan(args) => commands::plan::run(args).await,
             Command::Demo(args) => commands::demo::run(args).await,
+            Command::Apply(args) => commands::apply::run(args).await,
+            Command::Status(args) => commands::status::status(args).await,
+            Command::Seal(args) => commands::status::seal(args).await,
+            Command::Cancel(args) => commands::status::cancel(args).await,
         }
     });
     match result {

@@ -3,6 +3,8 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
+use reconciler::deploy::state::CellState;
+use reconciler::deploy::Deployment;
 use reconciler::diff::Change;
 use reconciler::plan::{KeyspacePlan, Plan, PlanIssue, ShardPlan};
 
@@ -131,5 +133,89 @@ pub fn render_plan(plan: &Plan) -> String {
         if shards == 1 { "" } else { "s" },
         if destructive == 1 { "" } else { "s" }
     );
+    out
+}
+
+/// Deployments as `{"deployments": [...]}` (JSON) or a readiness matrix (text).
+pub fn print_deployments(deployments: &[Deployment], format: Format) -> anyhow::Result<()> {
+    let text = match format {
+        Format::Json => {
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "deployments": deployments.iter().map(deployment_json).collect::<Vec<_>>() }),
+            )? + "\n"
+        }
+        Format::Text => deployments
+            .iter()
+            .map(render_deployment)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn deployment_json(d: &Deployment) -> serde_json::Value {
+    serde_json::json!({
+        "id": d.id,
+        "keyspace": d.keyspace,
+        "state": d.state,
+        "seal_skew_ms": d.seal_skew_ms,
+        "shards": d.shards.iter().map(|s| serde_json::json!({
+            "shard": s.shard,
+            "state": s.state(),
+            "decision": s.decision,
+            "sealed_at": s.sealed_at,
+            "error": s.error,
+            "cells": s.cells,
+        })).collect::<Vec<_>>(),
+        "unreachable": d.unreachable.iter().map(|(shard, error)| serde_json::json!({"shard": shard, "error": error})).collect::<Vec<_>>(),
+    })
+}
+
+fn render_deployment(d: &Deployment) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "deployment {}  keyspace {}  state {}",
+        d.id,
+        d.keyspace,
+        d.state.as_str()
+    );
+    let _ = writeln!(
+        out,
+        "  {:<10} {:<24} {:<8} {:<9} {:>21} {:>10} {:>8}  error",
+        "shard", "table", "strategy", "state", "rows copied/estimated", "rows/s", "eta"
+    );
+    for shard in &d.shards {
+        for cell in &shard.cells {
+            let eta = if cell.state == CellState::Staging && cell.rows_per_sec > 0.0 {
+                let left = cell.rows_estimated.saturating_sub(cell.rows_copied) as f64;
+                format!("{:.0}s", left / cell.rows_per_sec)
+            } else {
+                "-".into()
+            };
+            let _ = writeln!(
+                out,
+                "  {:<10} {:<24} {:<8} {:<9} {:>21} {:>10.0} {:>8}  {}",
+                shard.shard,
+                cell.table,
+                cell.strategy.as_str(),
+                cell.state.as_str(),
+                format!("{}/{}", cell.rows_copied, cell.rows_estimated),
+                cell.rows_per_sec,
+                eta,
+                cell.error.as_deref().unwrap_or("")
+            );
+        }
+        if let Some(at) = &shard.sealed_at {
+            let _ = writeln!(out, "  {:<10} sealed at {at}", shard.shard);
+        }
+    }
+    if let Some(skew) = d.seal_skew_ms {
+        let _ = writeln!(out, "  seal skew: {skew:.3} ms (last cut-over minus first)");
+    }
+    for (shard, error) in &d.unreachable {
+        let _ = writeln!(out, "  shard {shard} unreachable: {error}");
+    }
     out
 }

@@ -10,6 +10,7 @@
 //! [`sandbox`] starts local `mariadbd` servers for `schemagate demo` and the tests;
 //! [`naming`] owns every name the tool itself creates on a server.
 
+pub mod deploy;
 pub mod diff;
 pub mod live;
 pub mod naming;

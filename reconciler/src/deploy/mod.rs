@@ -1,0 +1,836 @@
+//! Deployments: one keyspace's plan carried to every shard — staged in shadow tables, held at
+//! a gate until every shard is ready, then sealed on all shards together. The protocol, its
+//! state and its failure cases are described in docs/protocols.md.
+
+pub mod seal;
+pub mod shadow;
+pub mod state;
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use mysql_async::prelude::*;
+use serde::Serialize;
+
+use crate::diff::ChangeKind;
+use crate::live::{quote, LiveError, ShardConn};
+use crate::naming;
+use crate::plan::KeyspacePlan;
+use crate::source::Keyspace;
+use shadow::{CopyOptions, Shadow, ShadowError, ShadowSpec};
+use state::{Cell, CellState, CellUpdate, Decision, ShardDeployment, Strategy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    #[error("shard {shard}, table `{table}`: {source}")]
+    Shadow {
+        shard: String,
+        table: String,
+        source: ShadowError,
+    },
+    #[error("the plan has destructive changes ({}); review them and pass --allow-unsafe to deploy anyway", .0.join("; "))]
+    Unsafe(Vec<String>),
+    #[error("deployment {id} is still in progress for keyspace {keyspace}; finish it (`schemagate seal {id}`) or cancel it (`schemagate cancel {id}`) before deploying another target")]
+    Active { keyspace: String, id: String },
+    #[error("no deployment {id} found for keyspace {keyspace} on any reachable shard")]
+    NotFound { keyspace: String, id: String },
+    #[error("deployment {id}: {message}")]
+    Failed { id: String, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealMode {
+    /// Seal as soon as the gate opens.
+    Auto,
+    /// Stop once every shard is staged and ready.
+    Manual,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub seal: SealMode,
+    pub allow_unsafe: bool,
+    /// Shards staged at the same time.
+    pub concurrency: usize,
+    pub copy: CopyOptions,
+    pub seal_options: seal::SealOptions,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            seal: SealMode::Auto,
+            allow_unsafe: false,
+            concurrency: 16,
+            copy: CopyOptions::default(),
+            seal_options: seal::SealOptions::default(),
+        }
+    }
+}
+
+/// Progress reported while a deployment runs (for progress bars and logs).
+#[derive(Debug, Clone)]
+pub enum Event {
+    Cell {
+        shard: String,
+        table: String,
+        state: CellState,
+        strategy: Strategy,
+        rows_copied: u64,
+        rows_estimated: u64,
+    },
+    GateOpen,
+}
+
+/// One deployment across the fleet, as the shards record it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deployment {
+    pub id: String,
+    pub keyspace: String,
+    pub state: CellState,
+    pub seal_skew_ms: Option<f64>,
+    pub shards: Vec<ShardDeployment>,
+    /// Shards that could not be read, with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<(String, String)>,
+}
+
+/// Connections to every shard of a keyspace.
+pub struct Fleet {
+    pub keyspace: Keyspace,
+    pub conns: Vec<ShardConn>,
+}
+
+impl Fleet {
+    pub fn new(keyspace: &Keyspace) -> Fleet {
+        Fleet {
+            keyspace: keyspace.clone(),
+            conns: keyspace
+                .shards
+                .iter()
+                .map(|s| ShardConn::new(&s.name, &s.dsn, 8))
+                .collect(),
+        }
+    }
+
+    pub async fn disconnect(self) {
+        for conn in self.conns {
+            conn.disconnect().await;
+        }
+    }
+
+    /// Runs `f` on every shard concurrently; results in shard order.
+    pub async fn each<'a, T, F, Fut>(&'a self, concurrency: usize, f: F) -> Vec<T>
+    where
+        F: Fn(&'a ShardConn) -> Fut,
+        Fut: std::future::Future<Output = T> + 'a,
+    {
+        let mut out: Vec<(usize, T)> = futures::stream::iter(self.conns.iter().enumerate())
+            .map(|(i, conn)| {
+                let fut = f(conn);
+                async move { (i, fut.await) }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// The fleet view of deployment `id` (or of the latest one when `None`).
+    pub async fn deployment(&self, id: Option<&str>) -> Result<Option<Deployment>, DeployError> {
+        let keyspace = self.keyspace.name.as_str();
+        let loaded = self.each(16, |conn| state::load(conn, keyspace, id)).await;
+        let mut shards = Vec::new();
+        let mut unreachable = Vec::new();
+        for (conn, result) in self.conns.iter().zip(loaded) {
+            match result {
+                // Newest first: the first is the one asked for, or the latest.
+                Ok(list) => shards.extend(list.into_iter().next()),
+                Err(e) => unreachable.push((conn.shard.clone(), e.to_string())),
+            }
+        }
+        // Without an id, the newest deployment any shard knows decides.
+        let newest = shards
+            .iter()
+            .max_by(|a, b| a.created_at.cmp(&b.created_at))
+            .map(|d| d.id.clone());
+        let Some(id) = id.map(str::to_string).or(newest) else {
+            return Ok(None);
+        };
+        shards.retain(|d| d.id == id);
+        if shards.is_empty() {
+            return Ok(None);
+        }
+        let state = shards
+            .iter()
+            .map(|s| s.state())
+            .min()
+            .unwrap_or(CellState::Failed);
+        let state = if shards.iter().any(|s| s.state() == CellState::Failed) {
+            CellState::Failed
+        } else {
+            state
+        };
+        let seal_skew_ms = shards.iter().find_map(|s| s.seal_skew_ms);
+        Ok(Some(Deployment {
+            id,
+            keyspace: keyspace.to_string(),
+            state,
+            seal_skew_ms,
+            shards,
+            unreachable,
+        }))
+    }
+}
+
+/// The cells of one shard's plan: one per table, statements in plan order.
+fn cells_for(plan: &crate::plan::ShardPlan) -> Vec<Cell> {
+    let mut cells: Vec<Cell> = Vec::new();
+    for change in &plan.changes {
+        if let Some(cell) = cells.iter_mut().find(|c| c.table == change.table) {
+            cell.statements.push(change.statement.clone());
+            cell.renames.extend(renames_in(&change.statement));
+            continue;
+        }
+        let strategy = match change.kind {
+            ChangeKind::Create => Strategy::Create,
+            ChangeKind::Drop => Strategy::Drop,
+            ChangeKind::Alter => Strategy::Shadow,
+        };
+        cells.push(Cell {
+            table: change.table.clone(),
+            strategy,
+            state: CellState::Queued,
+            statements: vec![change.statement.clone()],
+            from_sql: None,
+            to_sql: (change.kind == ChangeKind::Create).then(|| change.statement.clone()),
+            renames: renames_in(&change.statement),
+            rows_copied: 0,
+            rows_estimated: 0,
+            rows_per_sec: 0.0,
+            checkpoint: None,
+            error: None,
+            sealed_at: None,
+        });
+    }
+    cells
+}
+
+/// `(old, new)` column names of the `CHANGE COLUMN old new` clauses of a plan statement.
+pub fn renames_in(statement: &str) -> Vec<(String, String)> {
+    use crate::schema::sql::{keyword, significant, tokenize};
+    use sqlparser::tokenizer::Token;
+    let Ok(tokens) = tokenize(statement) else {
+        return Vec::new();
+    };
+    let tokens: Vec<&Token> = tokens
+        .iter()
+        .map(|t| &t.token)
+        .filter(|t| significant(t))
+        .collect();
+    tokens
+        .windows(4)
+        .filter_map(|w| {
+            match (
+                keyword(w[0]).as_deref(),
+                keyword(w[1]).as_deref(),
+                w[2],
+                w[3],
+            ) {
+                (Some("CHANGE"), Some("COLUMN"), Token::Word(old), Token::Word(new))
+                    if old.quote_style.is_some() =>
+                {
+                    Some((old.value.clone(), new.value.clone()))
+                }
+                _ => None,
+            }
+        })
+        .filter(|(old, new)| old != new)
+        .collect()
+}
+
+/// The deployment id of a keyspace plan at a revision.
+pub fn deployment_id(plan: &KeyspacePlan, revision: Option<&str>) -> String {
+    let shards: BTreeMap<&str, Vec<&str>> = plan
+        .shards
+        .iter()
+        .map(|s| {
+            (
+                s.shard.as_str(),
+                s.changes.iter().map(|c| c.statement.as_str()).collect(),
+            )
+        })
+        .collect();
+    let text = serde_json::to_string(&shards).unwrap_or_default();
+    naming::deployment_id(&plan.keyspace, revision, &text)
+}
+
+/// Finishes a deployment whose seal was decided but not completed (the controller died during
+/// the seal): roll forward. Returns the deployment it finished, if any.
+pub async fn roll_forward(
+    fleet: &Fleet,
+    options: &ApplyOptions,
+) -> Result<Option<Deployment>, DeployError> {
+    let Some(current) = fleet.deployment(None).await? else {
+        return Ok(None);
+    };
+    let decided = current.shards.iter().any(|s| s.decision == Decision::Seal);
+    if !decided || current.state == CellState::Sealed {
+        return Ok(None);
+    }
+    seal::seal(fleet, &current.id, &options.seal_options).await?;
+    fleet.deployment(Some(&current.id)).await
+}
+
+/// Creates (or resumes) the deployment for `plan` and drives it to the requested end state.
+/// `Ok(None)`: nothing to deploy.
+pub async fn apply(
+    fleet: &Fleet,
+    plan: &KeyspacePlan,
+    revision: Option<&str>,
+    options: &ApplyOptions,
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<Option<Deployment>, DeployError> {
+    let keyspace = fleet.keyspace.name.as_str();
+    for result in fleet.each(options.concurrency, state::ensure_schema).await {
+        result?;
+    }
+    let id = deployment_id(plan, revision);
+    if let Some(current) = fleet.deployment(None).await? {
+        if current.id != id && !current.state.is_terminal() {
+            return Err(DeployError::Active {
+                keyspace: keyspace.to_string(),
+                id: current.id,
+            });
+        }
+    }
+    // The same target after a cancel is a new attempt under the same id.
+    if let Some(previous) = fleet.deployment(Some(&id)).await? {
+        if previous.state == CellState::Cancelled {
+            for result in fleet
+                .each(options.concurrency, |conn| {
+                    state::forget(conn, &id, keyspace)
+                })
+                .await
+            {
+                result?;
+            }
+        }
+    }
+    if plan.shards.iter().all(|s| s.changes.is_empty()) {
+        return Ok(None);
+    }
+    let unsafe_changes: Vec<String> = plan
+        .shards
+        .iter()
+        .flat_map(|s| {
+            s.changes
+                .iter()
+                .filter(|c| c.destructive)
+                .map(move |c| format!("shard {}: {}", s.shard, c.reasons.join(", ")))
+        })
+        .collect();
+    if !unsafe_changes.is_empty() && !options.allow_unsafe {
+        return Err(DeployError::Unsafe(unsafe_changes));
+    }
+
+    let created_at = state::now_rfc3339();
+    let records = fleet
+        .each(options.concurrency, |conn| {
+            let shard_plan = plan.shards.iter().find(|s| s.shard == conn.shard);
+            let record = ShardDeployment {
+                id: id.clone(),
+                keyspace: keyspace.to_string(),
+                shard: conn.shard.clone(),
+                database: fleet.keyspace.database.clone(),
+                revision: revision.map(str::to_string),
+                decision: Decision::None,
+                sealed_at: None,
+                seal_skew_ms: None,
+                error: None,
+                created_at: created_at.clone(),
+                cells: shard_plan.map(cells_for).unwrap_or_default(),
+            };
+            async move { state::insert(conn, &record).await }
+        })
+        .await;
+    for result in records {
+        result?;
+    }
+
+    let staged = fleet
+        .each(options.concurrency, |conn| {
+            stage_shard(
+                conn,
+                keyspace,
+                &fleet.keyspace.database,
+                &id,
+                &options.copy,
+                events,
+            )
+        })
+        .await;
+    let failures: Vec<String> = staged
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|e| e.to_string())
+        .collect();
+    if !failures.is_empty() {
+        return Err(DeployError::Failed {
+            id,
+            message: format!(
+                "staging did not finish on every shard, so the gate stays closed:\n  {}\nFix the cause and run apply again to resume, or cancel the deployment.",
+                failures.join("\n  ")
+            ),
+        });
+    }
+    events(Event::GateOpen);
+    if options.seal == SealMode::Auto {
+        seal::seal(fleet, &id, &options.seal_options).await?;
+    }
+    fleet.deployment(Some(&id)).await
+}
+
+async fn stage_shard(
+    conn: &ShardConn,
+    keyspace: &str,
+    database: &str,
+    id: &str,
+    copy: &CopyOptions,
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<(), DeployError> {
+    let Some(record) = state::load(conn, keyspace, Some(id))
+        .await?
+        .into_iter()
+        .next()
+    else {
+        return Ok(());
+    };
+    if record.decision != Decision::None {
+        return Ok(());
+    }
+    for cell in &record.cells {
+        stage_cell(conn, keyspace, database, id, cell, copy, events).await?;
+    }
+    Ok(())
+}
+
+/// The shadow spec of a cell: artifact names derived from the deployment id.
+pub fn shadow_spec(database: &str, id: &str, cell: &Cell) -> ShadowSpec {
+    ShadowSpec {
+        database: database.to_string(),
+        table: cell.table.clone(),
+        shadow: naming::artifact(id, "new", &cell.table),
+        trigger_prefix: naming::trigger_prefix(id, &cell.table),
+        statements: cell.statements.clone(),
+        renames: cell.renames.clone(),
+    }
+}
+
+async fn stage_cell(
+    conn: &ShardConn,
+    keyspace: &str,
+    database: &str,
+    id: &str,
+    cell: &Cell,
+    copy: &CopyOptions,
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<(), DeployError> {
+    match cell.state {
+        CellState::Queued | CellState::Staging => {}
+        CellState::Failed => {
+            return Err(DeployError::Failed {
+                id: id.to_string(),
+                message: format!(
+                    "shard {}, table `{}` failed: {}",
+                    conn.shard,
+                    cell.table,
+                    cell.error.as_deref().unwrap_or("unknown error")
+                ),
+            })
+        }
+        _ => return Ok(()),
+    }
+    let event = |state, strategy, rows_copied, rows_estimated| {
+        events(Event::Cell {
+            shard: conn.shard.clone(),
+            table: cell.table.clone(),
+            state,
+            strategy,
+            rows_copied,
+            rows_estimated,
+        })
+    };
+    let mut strategy = cell.strategy;
+    if cell.state == CellState::Queued {
+        let from_sql = current_definition(conn, database, &cell.table).await?;
+        record_start(conn, id, keyspace, cell, from_sql.as_deref()).await?;
+        if strategy == Strategy::Shadow && proves_instant(conn, database, id, cell).await? {
+            strategy = Strategy::Instant;
+        }
+        state::update_cell(
+            conn,
+            id,
+            keyspace,
+            &cell.table,
+            &CellUpdate {
+                state: Some(CellState::Staging),
+                strategy: Some(strategy),
+                ..Default::default()
+            },
+        )
+        .await?;
+    }
+    event(
+        CellState::Staging,
+        strategy,
+        cell.rows_copied,
+        cell.rows_estimated,
+    );
+    let result = match strategy {
+        Strategy::Drop | Strategy::Instant => Ok(()),
+        Strategy::Create => create_staged(conn, database, id, cell).await,
+        Strategy::Shadow => stage_shadow(conn, keyspace, database, id, cell, copy, &event).await,
+    };
+    match result {
+        Ok(()) => {
+            state::update_cell(
+                conn,
+                id,
+                keyspace,
+                &cell.table,
+                &CellUpdate {
+                    state: Some(CellState::Ready),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            event(CellState::Ready, strategy, 0, 0);
+            Ok(())
+        }
+        Err(e) => {
+            let message = e.to_string();
+            // A refused or mismatched cell fails for good; a lost connection can be resumed.
+            if matches!(e, DeployError::Shadow { .. }) {
+                let _ = Shadow::cleanup(conn, &shadow_spec(database, id, cell)).await;
+                state::update_cell(
+                    conn,
+                    id,
+                    keyspace,
+                    &cell.table,
+                    &CellUpdate {
+                        state: Some(CellState::Failed),
+                        error: Some(&message),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+                event(CellState::Failed, strategy, 0, 0);
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn record_start(
+    conn: &ShardConn,
+    id: &str,
+    keyspace: &str,
+    cell: &Cell,
+    from_sql: Option<&str>,
+) -> Result<(), LiveError> {
+    let mut c = conn.conn().await?;
+    c.exec_drop(
+        format!("UPDATE {}.cells SET from_sql = ? WHERE deployment_id = ? AND keyspace = ? AND shard = ? AND table_name = ?", quote(naming::METADATA_DATABASE)),
+        (from_sql, id, keyspace, &conn.shard, &cell.table),
+    )
+    .await
+    .map_err(|e| conn.query_error("recording the starting definition", e))
+}
+
+/// The table's live definition (AUTO_INCREMENT removed), `None` when it does not exist.
+pub async fn current_definition(
+    conn: &ShardConn,
+    database: &str,
+    table: &str,
+) -> Result<Option<String>, LiveError> {
+    let mut c = conn.conn().await?;
+    let exists: Option<String> = c
+        .exec_first(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (database, table),
+        )
+        .await
+        .map_err(|e| conn.query_error(format!("looking up `{table}`"), e))?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let row: Option<(String, String)> = c
+        .query_first(format!(
+            "SHOW CREATE TABLE {}.{}",
+            quote(database),
+            quote(table)
+        ))
+        .await
+        .map_err(|e| conn.query_error(format!("SHOW CREATE TABLE `{table}`"), e))?;
+    Ok(row.map(|(_, sql)| crate::schema::strip_auto_increment(&sql)))
+}
+
+/// Rewrites a plan statement `ALTER TABLE `table` …` to act on `target`, optionally with an
+/// ALGORITHM clause first.
+pub fn retarget(
+    statement: &str,
+    table: &str,
+    target: &str,
+    algorithm: Option<&str>,
+) -> Option<String> {
+    let rest = statement.strip_prefix(&format!("ALTER TABLE {} ", quote(table)))?;
+    Some(match algorithm {
+        Some(a) => format!("ALTER TABLE {} ALGORITHM={a}, {rest}", quote(target)),
+        None => format!("ALTER TABLE {} {rest}", quote(target)),
+    })
+}
+
+/// Whether every statement of the cell runs with ALGORITHM=INSTANT, proven on an empty clone.
+async fn proves_instant(
+    conn: &ShardConn,
+    database: &str,
+    id: &str,
+    cell: &Cell,
+) -> Result<bool, LiveError> {
+    let clone = naming::artifact(id, "tst", &cell.table);
+    let target = format!("{}.{}", quote(database), quote(&clone));
+    let mut c = conn.conn().await?;
+    let err = |e| conn.query_error(format!("probing INSTANT for `{}`", cell.table), e);
+    c.query_drop(format!("DROP TABLE IF EXISTS {target}"))
+        .await
+        .map_err(err)?;
+    c.query_drop(format!(
+        "CREATE TABLE {target} LIKE {}.{}",
+        quote(database),
+        quote(&cell.table)
+    ))
+    .await
+    .map_err(err)?;
+    let mut instant = true;
+    for statement in &cell.statements {
+        let probe = retarget(statement, &cell.table, &clone, Some("INSTANT")).map(|s| {
+            s.replacen(
+                &format!("ALTER TABLE {}", quote(&clone)),
+                &format!("ALTER TABLE {target}"),
+                1,
+            )
+        });
+        match probe {
+            Some(probe) if c.query_drop(probe.as_str()).await.is_ok() => {}
+            _ => {
+                instant = false;
+                break;
+            }
+        }
+    }
+    c.query_drop(format!("DROP TABLE IF EXISTS {target}"))
+        .await
+        .map_err(err)?;
+    Ok(instant)
+}
+
+async fn create_staged(
+    conn: &ShardConn,
+    database: &str,
+    id: &str,
+    cell: &Cell,
+) -> Result<(), DeployError> {
+    let staged = naming::artifact(id, "new", &cell.table);
+    let Some(sql) = cell
+        .to_sql
+        .as_deref()
+        .and_then(|s| s.strip_prefix(&format!("CREATE TABLE {} ", quote(&cell.table))))
+    else {
+        return Err(DeployError::Failed {
+            id: id.to_string(),
+            message: format!(
+                "shard {}: the plan has no definition for new table `{}`",
+                conn.shard, cell.table
+            ),
+        });
+    };
+    let mut c = conn.conn().await?;
+    c.query_drop(format!(
+        "CREATE TABLE IF NOT EXISTS {}.{} {sql}",
+        quote(database),
+        quote(&staged)
+    ))
+    .await
+    .map_err(|e| conn.query_error(format!("creating staged table `{staged}`"), e))?;
+    Ok(())
+}
+
+async fn stage_shadow(
+    conn: &ShardConn,
+    keyspace: &str,
+    database: &str,
+    id: &str,
+    cell: &Cell,
+    copy: &CopyOptions,
+    event: &(dyn Fn(CellState, Strategy, u64, u64) + Sync),
+) -> Result<(), DeployError> {
+    let wrap = |source| DeployError::Shadow {
+        shard: conn.shard.clone(),
+        table: cell.table.clone(),
+        source,
+    };
+    let shadow = Shadow::prepare(conn, shadow_spec(database, id, cell))
+        .await
+        .map_err(wrap)?;
+    // Progress is persisted by a side task so the copy loop never waits on bookkeeping; a
+    // checkpoint one chunk behind only means one chunk is copied again after a restart.
+    let (tx, mut rx) = tokio::sync::watch::channel(None::<shadow::Progress>);
+    let persist = async {
+        while rx.changed().await.is_ok() {
+            let latest = rx.borrow_and_update().clone();
+            if let Some(p) = latest {
+                event(
+                    CellState::Staging,
+                    Strategy::Shadow,
+                    p.rows_copied,
+                    p.rows_estimated,
+                );
+                state::update_cell(
+                    conn,
+                    id,
+                    keyspace,
+                    &cell.table,
+                    &CellUpdate {
+                        rows_copied: Some(p.rows_copied),
+                        rows_estimated: Some(p.rows_estimated),
+                        rows_per_sec: Some(p.rows_per_sec),
+                        checkpoint: p.checkpoint.as_deref(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            }
+        }
+        Ok::<_, LiveError>(())
+    };
+    let copying = async move {
+        let result = shadow
+            .copy(conn, cell.checkpoint.clone(), copy, |p| {
+                let _ = tx.send(Some(p.clone()));
+            })
+            .await;
+        drop(tx);
+        result.map(|_| shadow)
+    };
+    let (copied, persisted) = tokio::join!(copying, persist);
+    let shadow = copied.map_err(wrap)?;
+    persisted?;
+    shadow.checksum(conn).await.map_err(wrap)?;
+    Ok(())
+}
+
+/// Removes every artifact of deployment `id` on every reachable shard and marks its cells
+/// cancelled. Returns the shards that could not be cleaned (run cancel again later).
+pub async fn cancel(fleet: &Fleet, id: &str) -> Result<Vec<(String, String)>, DeployError> {
+    let keyspace = fleet.keyspace.name.as_str();
+    let database = fleet.keyspace.database.as_str();
+    let Some(deployment) = fleet.deployment(Some(id)).await? else {
+        return Err(DeployError::NotFound {
+            keyspace: keyspace.to_string(),
+            id: id.to_string(),
+        });
+    };
+    if deployment
+        .shards
+        .iter()
+        .any(|s| s.decision == Decision::Seal)
+    {
+        return Err(DeployError::Failed {
+            id: id.to_string(),
+            message: "the seal has been decided; it can no longer be cancelled (run `schemagate seal` to finish it)".into(),
+        });
+    }
+    let results = fleet
+        .each(16, |conn| {
+            let record = deployment
+                .shards
+                .iter()
+                .find(|s| s.shard == conn.shard)
+                .cloned();
+            async move {
+                let Some(record) = record else { return Ok(()) };
+                for cell in &record.cells {
+                    if cell.state.is_terminal() {
+                        continue;
+                    }
+                    Shadow::cleanup(conn, &shadow_spec(database, id, cell))
+                        .await
+                        .map_err(|source| DeployError::Shadow {
+                            shard: conn.shard.clone(),
+                            table: cell.table.clone(),
+                            source,
+                        })?;
+                    let mut c = conn.conn().await?;
+                    let clone = naming::artifact(id, "tst", &cell.table);
+                    c.query_drop(format!(
+                        "DROP TABLE IF EXISTS {}.{}",
+                        quote(database),
+                        quote(&clone)
+                    ))
+                    .await
+                    .map_err(|e| conn.query_error("dropping a probe table", e))?;
+                }
+                seal::drop_sentinels(conn, database, id).await?;
+                state::move_cells(
+                    conn,
+                    id,
+                    keyspace,
+                    &[
+                        CellState::Queued,
+                        CellState::Staging,
+                        CellState::Ready,
+                        CellState::Failed,
+                    ],
+                    CellState::Cancelled,
+                )
+                .await?;
+                Ok::<_, DeployError>(())
+            }
+        })
+        .await;
+    let mut unreachable: Vec<(String, String)> = deployment.unreachable.clone();
+    for (conn, result) in fleet.conns.iter().zip(results) {
+        if let Err(e) = result {
+            unreachable.push((conn.shard.clone(), e.to_string()));
+        }
+    }
+    Ok(unreachable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renames_come_from_change_column_clauses() {
+        let s = "ALTER TABLE `t` CHANGE COLUMN `name` `full_name` varchar(10) NOT NULL, MODIFY COLUMN `a` int(11), CHANGE COLUMN `b` `b` int(11)";
+        assert_eq!(
+            renames_in(s),
+            vec![("name".to_string(), "full_name".to_string())]
+        );
+    }
+
+    #[test]
+    fn statements_are_retargeted_to_artifacts() {
+        let s = "ALTER TABLE `t` ADD COLUMN `x` int(11)";
+        assert_eq!(
+            retarget(s, "t", "_sg1_new_t", Some("INSTANT")).unwrap(),
+            "ALTER TABLE `_sg1_new_t` ALGORITHM=INSTANT, ADD COLUMN `x` int(11)"
+        );
+        assert_eq!(retarget(s, "u", "x", None), None);
+    }
+}

@@ -1,0 +1,2175 @@
+//! Online change of one table on one shard through a shadow table, the way
+//! pt-online-schema-change does it (no binlog reader):
+//!
+//! 1. [`Shadow::prepare`] refuses what the method cannot do safely, creates the shadow
+//!    (`CREATE TABLE … LIKE` plus the plan's statements) and three AFTER triggers that repeat
+//!    every write on the table into the shadow, inside the writer's own transaction.
+//! 2. [`Shadow::copy`] copies the rows that existed before, in key order, in chunks sized to
+//!    take about `target_chunk_time` each; the caller persists the checkpoint after each chunk.
+//! 3. [`Shadow::checksum`] compares both tables chunk by chunk, each chunk in one consistent
+//!    snapshot of both.
+//! 4. The seal (elsewhere) swaps the tables, then [`Shadow::drop_triggers`]; to cancel,
+//!    [`Shadow::cleanup`].
+//!
+//! Every statement names its database: pool connections have no default database.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, IsolationLevel, Row, TxOpts, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use crate::live::{LiveError, ShardConn};
+use crate::schema::sql::quote_ident;
+use crate::schema::{Column, IndexKind, Table};
+
+const FIRST_CHUNK: u64 = 1_000;
+const MIN_CHUNK: u64 = 10;
+const MAX_CHUNK: u64 = 100_000;
+/// The checksum reads but never writes, so its chunks get the copy's default time budget.
+const CHECKSUM_CHUNK_TIME: Duration = Duration::from_millis(500);
+const THROTTLE_PAUSE: Duration = Duration::from_millis(500);
+/// A chunk chosen as a deadlock victim, or timed out waiting for a row lock, is retried: both
+/// roll back the whole statement, so running it again is safe.
+const CHUNK_ATTEMPTS: u32 = 10;
+/// DDL waits at most `lock_wait_timeout` (see `live`) for its metadata lock, then gives up so
+/// that it never queues the application behind it for long; a few tries ride out a busy moment.
+const DDL_ATTEMPTS: u32 = 3;
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// Longest value quoted in a message.
+const SHOWN_VALUE_CHARS: usize = 60;
+
+const ER_DUP_ENTRY: u16 = 1062;
+const ER_NO_SUCH_TABLE: u16 = 1146;
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+const ER_LOCK_DEADLOCK: u16 = 1213;
+
+/// What to change, given by the caller; every name in it is the caller's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowSpec {
+    pub database: String,
+    /// The live table.
+    pub table: String,
+    /// The shadow table's name (an artifact name).
+    pub shadow: String,
+    /// Triggers are `{prefix}_ins`, `{prefix}_upd` and `{prefix}_del` (the caller keeps them
+    /// within 64 characters).
+    pub trigger_prefix: String,
+    /// The plan's statements for this table, each ``ALTER TABLE `table` …``; they are run on
+    /// the shadow.
+    pub statements: Vec<String>,
+    /// (old column, new column): the new column gets the old one's values.
+    pub renames: Vec<(String, String)>,
+}
+
+impl ShadowSpec {
+    /// The triggers, in the order they are created: delete, update, insert. (They appear
+    /// together under LOCK TABLES; were one missing, a missing insert trigger is the harmless
+    /// one, as the copy brings inserted rows anyway.)
+    fn triggers(&self) -> [(String, &'static str); 3] {
+        [
+            (format!("{}_del", self.trigger_prefix), "DELETE"),
+            (format!("{}_upd", self.trigger_prefix), "UPDATE"),
+            (format!("{}_ins", self.trigger_prefix), "INSERT"),
+        ]
+    }
+
+    fn table_name(&self) -> String {
+        qualify(&self.database, &self.table)
+    }
+
+    fn shadow_name(&self) -> String {
+        qualify(&self.database, &self.shadow)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    /// Chunks are resized to take about this long (each chunk holds row locks while it runs).
+    pub target_chunk_time: Duration,
+    /// Before each chunk, wait while the server's `Threads_running` is above this (0: never).
+    pub max_threads_running: u64,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            target_chunk_time: Duration::from_millis(500),
+            max_threads_running: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// Rows inserted by this call of [`Shadow::copy`] (rows the triggers had already put in
+    /// the shadow are not counted).
+    pub rows_copied: u64,
+    /// The server's estimate of the table's row count, read when the copy started.
+    pub rows_estimated: u64,
+    /// The last key copied, a JSON array with one element per key column (numbers, strings,
+    /// binary columns as hex). Every row with a key up to it is in the shadow.
+    pub checkpoint: Option<String>,
+    /// Rows asked for in the chunk just copied.
+    pub chunk_size: u64,
+    pub rows_per_sec: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShadowError {
+    #[error(
+        "shard {shard}: `{database}`.`{table}` cannot be changed through a shadow table: {reason}"
+    )]
+    Refused {
+        shard: String,
+        database: String,
+        table: String,
+        reason: String,
+    },
+    #[error("shard {shard}: `{database}`.`{table}`: a statement of the plan failed on the shadow table `{shadow}`: {message} (statement: {statement}); the shadow was dropped: plan again against this shard's table")]
+    Statement {
+        shard: String,
+        database: String,
+        table: String,
+        shadow: String,
+        statement: String,
+        message: String,
+    },
+    #[error("shard {shard}: `{database}`.`{table}`: copying rows into the shadow table `{shadow}` changed them: {warning}; the new definition cannot hold the existing data: cancel the deployment (which drops the shadow), fix the data or the change, and deploy again")]
+    Lossy {
+        shard: String,
+        database: String,
+        table: String,
+        shadow: String,
+        warning: String,
+    },
+    #[error("shard {shard}: `{database}`.`{table}`: the shadow table `{shadow}` differs from the table for keys {range}: {detail}{}; nothing was switched: cancel the deployment (which drops the shadow and triggers), fix the cause, and deploy again", cause_suffix(.cause))]
+    Mismatch {
+        shard: String,
+        database: String,
+        table: String,
+        shadow: String,
+        range: String,
+        detail: String,
+        cause: Option<String>,
+    },
+    #[error("shard {shard}: `{database}`.`{table}`: checkpoint {checkpoint} cannot be used: {reason}; resume with the checkpoint the last copy of this shadow reported, or copy again from the start (no checkpoint)")]
+    BadCheckpoint {
+        shard: String,
+        database: String,
+        table: String,
+        checkpoint: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Live(#[from] LiveError),
+}
+
+fn cause_suffix(cause: &Option<String>) -> String {
+    match cause {
+        Some(cause) => format!("; likely cause: {cause}"),
+        None => String::new(),
+    }
+}
+
+/// How a key column's values are read, written into a checkpoint and bound again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    /// Bound as integers: a string compared with an integer column is compared as a double,
+    /// which loses precision past 2^53.
+    Int,
+    Float,
+    /// Bound through `CAST(? AS DECIMAL(p,s))`, for the same reason as `Int`.
+    Decimal,
+    Text,
+    /// Read as `HEX()`, bound through `UNHEX(?)`: checkpoints stay valid UTF-8 JSON.
+    Binary,
+    /// Date, time, datetime, timestamp: strings the server converts to the column's type.
+    Temporal,
+}
+
+#[derive(Debug, Clone)]
+struct KeyColumn {
+    name: String,
+    kind: KeyKind,
+    /// `DECIMAL(p,s)` for decimal columns.
+    cast: Option<String>,
+}
+
+impl KeyColumn {
+    fn select_expr(&self) -> String {
+        match self.kind {
+            KeyKind::Binary => format!("HEX({})", quote_ident(&self.name)),
+            _ => quote_ident(&self.name),
+        }
+    }
+
+    fn placeholder(&self) -> String {
+        match (self.kind, &self.cast) {
+            (KeyKind::Binary, _) => "UNHEX(?)".to_string(),
+            (KeyKind::Decimal, Some(cast)) => format!("CAST(? AS {cast})"),
+            _ => "?".to_string(),
+        }
+    }
+}
+
+/// A key shared by both tables: unique, NOT NULL, same columns and types in both.
+#[derive(Debug, Clone)]
+struct Key {
+    columns: Vec<KeyColumn>,
+    /// Its index in the table and in the shadow.
+    index: String,
+    shadow_index: String,
+}
+
+/// Data a new definition may not accept, checked before anything is copied and again to
+/// explain a checksum mismatch.
+#[derive(Debug, Clone)]
+enum DataCheck {
+    Unique {
+        index: String,
+        /// Columns of the table with their prefix lengths.
+        parts: Vec<(String, Option<u32>)>,
+    },
+    NotNull {
+        column: String,
+    },
+    Fits {
+        column: String,
+        /// SQL condition true for the rows whose value does not fit.
+        condition: String,
+        new_type: String,
+    },
+}
+
+/// What [`Shadow::prepare`] worked out from the two definitions.
+#[derive(Debug, Clone)]
+struct Layout {
+    key: Key,
+    /// (column of the table, column of the shadow): what the copy and the triggers write.
+    columns: Vec<(String, String)>,
+    /// The subset the checksum compares.
+    compared: Vec<(String, String)>,
+    checks: Vec<DataCheck>,
+}
+
+/// A prepared shadow table: the shadow and its triggers exist.
+#[derive(Debug, Clone)]
+pub struct Shadow {
+    spec: ShadowSpec,
+    layout: Layout,
+    resumed: bool,
+}
+
+enum Side {
+    Table,
+    Shadow,
+}
+
+impl Shadow {
+    /// Refuses up front, with the reason and nothing left behind, a table that has no shared
+    /// key (a PRIMARY KEY, or a UNIQUE key over NOT NULL columns, whose columns stay unchanged
+    /// in the new definition), takes part in foreign keys, or already has triggers; and data
+    /// the new definition would silently drop or change (duplicates under a new UNIQUE key,
+    /// NULLs in a column becoming NOT NULL, values too long or too large for a narrower type).
+    /// Those data checks scan the table once each.
+    ///
+    /// Then creates the shadow and the triggers. If they already exist for this very spec (a
+    /// resume after a crash) they are verified and reused, and [`Shadow::resumed`] is true;
+    /// otherwise leftovers are dropped and everything is created again, and a saved checkpoint
+    /// must be discarded (the checksum would catch the rows it skipped).
+    pub async fn prepare(conn: &ShardConn, spec: ShadowSpec) -> Result<Shadow, ShadowError> {
+        validate_spec(conn, &spec)?;
+        let mut c = conn.conn().await?;
+        let original = show_create(&mut c, conn, &spec.database, &spec.table)
+            .await?
+            .ok_or_else(|| {
+                refused(
+                    conn,
+                    &spec,
+                    "the table does not exist (was it renamed or dropped since the plan?)",
+                )
+            })?;
+        refuse_foreign_keys(&mut c, conn, &spec, &original).await?;
+        let existing = triggers_on_table(&mut c, conn, &spec).await?;
+        let ours: HashSet<String> = spec.triggers().into_iter().map(|(name, _)| name).collect();
+        let foreign: Vec<&str> = existing
+            .iter()
+            .filter(|t| !ours.contains(&t.name))
+            .map(|t| t.name.as_str())
+            .collect();
+        if !foreign.is_empty() {
+            return Err(refused(
+                conn,
+                &spec,
+                format!(
+                    "it has triggers ({}); the shadow's triggers would run alongside them, and a \
+                     trigger that writes this table again would be copied twice: change it with \
+                     a native ALTER, or drop those triggers first",
+                    foreign.join(", ")
+                ),
+            ));
+        }
+        if candidate_keys(&original).is_empty() {
+            return Err(refused(
+                conn,
+                &spec,
+                "it has no PRIMARY KEY and no UNIQUE key over NOT NULL columns (of a type the \
+                 copy can range over); rows cannot be found again without one: add a primary \
+                 key first",
+            ));
+        }
+
+        let ours_existing: Vec<&Trigger> =
+            existing.iter().filter(|t| ours.contains(&t.name)).collect();
+        let shadow_table = show_create(&mut c, conn, &spec.database, &spec.shadow).await?;
+        if let Some(shadow_table) = &shadow_table {
+            if ours_existing.len() == 3 {
+                if let Ok(layout) = layout(&spec, &original, shadow_table) {
+                    let shadow = Shadow {
+                        spec: spec.clone(),
+                        layout,
+                        resumed: true,
+                    };
+                    let wanted = shadow.trigger_bodies();
+                    let intact = wanted.iter().all(|(name, event, body)| {
+                        existing.iter().any(|t| {
+                            &t.name == name
+                                && t.event == *event
+                                && t.timing == "AFTER"
+                                && &t.body == body
+                        })
+                    });
+                    if intact {
+                        return Ok(shadow);
+                    }
+                }
+            }
+        }
+        if shadow_table.is_some() || !ours_existing.is_empty() {
+            // Triggers exist only after the shadow is complete, and the copy only after all
+            // three: leftovers of an interrupted prepare or of another spec hold nothing that
+            // cannot be made again.
+            tracing::info!(table = %spec.table, shadow = %spec.shadow, "dropping the leftovers of an earlier shadow");
+            cleanup_with(&mut c, conn, &spec).await?;
+        }
+
+        match Shadow::create(&mut c, conn, &spec, &original).await {
+            Ok(shadow) => Ok(shadow),
+            Err(e) => {
+                // Leave nothing behind; the first error is the one to report.
+                if let Err(cleanup) = cleanup_with(&mut c, conn, &spec).await {
+                    tracing::warn!(error = %cleanup, "dropping the shadow after a failed prepare");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn create(
+        c: &mut Conn,
+        conn: &ShardConn,
+        spec: &ShadowSpec,
+        original: &Table,
+    ) -> Result<Shadow, ShadowError> {
+        let shadow_name = spec.shadow_name();
+        ddl(
+            c,
+            conn,
+            &format!("CREATE TABLE {shadow_name} LIKE {}", spec.table_name()),
+            "creating the shadow table",
+        )
+        .await?;
+        for statement in &spec.statements {
+            let rewritten = rewrite_alter(statement, &spec.table, &shadow_name)
+                .ok_or_else(|| refused(conn, spec, "unreachable: statements are validated"))?;
+            if let Err(e) = c.query_drop(&rewritten).await {
+                return Err(match e {
+                    mysql_async::Error::Server(e) => ShadowError::Statement {
+                        shard: conn.shard.clone(),
+                        database: spec.database.clone(),
+                        table: spec.table.clone(),
+                        shadow: spec.shadow.clone(),
+                        statement: statement.clone(),
+                        message: e.message,
+                    },
+                    e => conn.query_error("changing the shadow table", e).into(),
+                });
+            }
+        }
+        let shadow_table = show_create(c, conn, &spec.database, &spec.shadow)
+            .await?
+            .ok_or_else(|| {
+                refused(
+                    conn,
+                    spec,
+                    "the shadow table is gone after the plan's statements (do they rename the \
+                     table?)",
+                )
+            })?;
+        if !shadow_table.foreign_keys.is_empty() {
+            return Err(refused(
+                conn,
+                spec,
+                "the change adds foreign keys; the shadow method cannot carry them: add them \
+                 in a separate, native ALTER",
+            ));
+        }
+        let layout = layout(spec, original, &shadow_table).map_err(|r| refused(conn, spec, r))?;
+        let shadow = Shadow {
+            spec: spec.clone(),
+            layout,
+            resumed: false,
+        };
+        if let Some(reason) = shadow.first_failed_check(c, conn).await? {
+            return Err(refused(conn, spec, reason));
+        }
+        // The three triggers appear at once, under LOCK TABLES. Added one by one, MariaDB
+        // 10.11 fails server-side prepared statements that run in between with "Table
+        // '<shadow>' doesn't exist" (MDEV-26048; reproduced by this crate's tests).
+        ddl(
+            c,
+            conn,
+            &format!(
+                "LOCK TABLES {} WRITE, {} WRITE",
+                spec.table_name(),
+                shadow_name
+            ),
+            "locking the table to add the triggers (the user needs LOCK TABLES)",
+        )
+        .await?;
+        let created = shadow.create_triggers(c, conn).await;
+        let unlocked = c
+            .query_drop("UNLOCK TABLES")
+            .await
+            .map_err(|e| conn.query_error("unlocking the table", e));
+        created?;
+        unlocked?;
+        Ok(shadow)
+    }
+
+    async fn create_triggers(&self, c: &mut Conn, conn: &ShardConn) -> Result<(), LiveError> {
+        for (name, event, body) in self.trigger_bodies() {
+            let sql = format!(
+                "CREATE TRIGGER {} AFTER {event} ON {} FOR EACH ROW {body}",
+                qualify(&self.spec.database, &name),
+                self.spec.table_name()
+            );
+            c.query_drop(sql)
+                .await
+                .map_err(|e| conn.query_error(format!("creating trigger `{name}`"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Copies the rows with a key above `checkpoint` (all rows for `None`) in key order.
+    /// `on_chunk` runs after each committed chunk; persist its checkpoint to resume later.
+    /// Dropping the returned future (or a crash) at any point loses nothing: resume from the
+    /// last checkpoint reported.
+    pub async fn copy(
+        &self,
+        conn: &ShardConn,
+        checkpoint: Option<String>,
+        options: &CopyOptions,
+        mut on_chunk: impl FnMut(&Progress),
+    ) -> Result<Progress, ShadowError> {
+        let mut lo = match &checkpoint {
+            Some(text) => Some(self.parse_checkpoint(conn, text)?),
+            None => None,
+        };
+        let mut c = conn.conn().await?;
+        let started = Instant::now();
+        let mut progress = Progress {
+            rows_copied: 0,
+            rows_estimated: self.estimate_rows(&mut c, conn).await?,
+            checkpoint,
+            chunk_size: FIRST_CHUNK,
+            rows_per_sec: 0.0,
+        };
+        let mut size = FIRST_CHUNK;
+        loop {
+            throttle(&mut c, conn, options.max_threads_running).await?;
+            let chunk_started = Instant::now();
+            let hi = self.boundary(&mut c, conn, lo.as_deref(), size).await?;
+            let sql = self.copy_sql(lo.is_some(), hi.is_some());
+            let params = self.range_params(lo.as_deref(), hi.as_deref());
+            let rows = self.copy_chunk(&mut c, conn, &sql, params).await?;
+            progress.rows_copied += rows;
+            progress.chunk_size = size;
+            progress.rows_per_sec =
+                progress.rows_copied as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            let done = hi.is_none();
+            let last = match hi {
+                Some(hi) => Some(hi),
+                // Rows beyond the last one copied are the triggers' from now on.
+                None => self.last_key(&mut c, conn).await?.or(lo),
+            };
+            progress.checkpoint = last.as_ref().map(|k| Json::Array(k.clone()).to_string());
+            tracing::debug!(table = %self.spec.table, rows, size, elapsed_ms = chunk_started.elapsed().as_millis() as u64, "copied a chunk");
+            on_chunk(&progress);
+            if done {
+                return Ok(progress);
+            }
+            size = next_chunk_size(size, chunk_started.elapsed(), options.target_chunk_time);
+            lo = last;
+        }
+    }
+
+    /// Compares the table and the shadow chunk by chunk: row count plus a NULL-safe hash of
+    /// every row over the columns both have (renamed columns under their new name). Each chunk
+    /// reads both tables in one `START TRANSACTION WITH CONSISTENT SNAPSHOT`: the triggers
+    /// write the shadow in the writer's own transaction, so any snapshot sees the two
+    /// consistent, even while the application writes. Call it after [`Shadow::copy`] finished.
+    ///
+    /// Left out of the comparison: generated columns, and columns whose type changes (their
+    /// values may print differently, e.g. `DECIMAL(5,1)` to `DECIMAL(6,2)`). Widenings that
+    /// keep every value's text (a longer `VARCHAR`, a bigger integer type, `VARCHAR` to
+    /// `TEXT`) are still compared; narrowings are checked by [`Shadow::prepare`] and by the
+    /// copy, which fails on any truncation or conversion.
+    pub async fn checksum(&self, conn: &ShardConn) -> Result<(), ShadowError> {
+        let mut c = conn.conn().await?;
+        let mut lo: Option<Vec<Json>> = None;
+        let mut size = FIRST_CHUNK;
+        loop {
+            throttle(&mut c, conn, CopyOptions::default().max_threads_running).await?;
+            let started = Instant::now();
+            let hi = self.boundary(&mut c, conn, lo.as_deref(), size).await?;
+            let params = self.range_params(lo.as_deref(), hi.as_deref());
+            let (table, shadow) = {
+                let mut tx = c.start_transaction(snapshot()).await.map_err(|e| {
+                    conn.query_error("starting a consistent snapshot for the checksum", e)
+                })?;
+                let sql_table = self.checksum_sql(Side::Table, lo.is_some(), hi.is_some());
+                let sql_shadow = self.checksum_sql(Side::Shadow, lo.is_some(), hi.is_some());
+                let context = format!("checksumming `{}`", self.spec.table);
+                let table = sums(tx.exec_first(sql_table, params.clone()).await)
+                    .map_err(|e| conn.query_error(&context, e))?;
+                let shadow = sums(tx.exec_first(sql_shadow, params).await)
+                    .map_err(|e| conn.query_error(&context, e))?;
+                tx.commit()
+                    .await
+                    .map_err(|e| conn.query_error(&context, e))?;
+                (table, shadow)
+            };
+            if table != shadow {
+                return Err(self
+                    .mismatch(&mut c, conn, lo.as_deref(), hi.as_deref(), table, shadow)
+                    .await);
+            }
+            match hi {
+                Some(hi) => lo = Some(hi),
+                None => return Ok(()),
+            }
+            size = next_chunk_size(size, started.elapsed(), CHECKSUM_CHUNK_TIME);
+        }
+    }
+
+    /// Drops the triggers, then the shadow (in that order: a trigger whose shadow is gone
+    /// would fail the application's writes). Safe to repeat and on partial leftovers.
+    pub async fn cleanup(conn: &ShardConn, spec: &ShadowSpec) -> Result<(), ShadowError> {
+        let mut c = conn.conn().await?;
+        cleanup_with(&mut c, conn, spec).await
+    }
+
+    /// Drops only the triggers (after the seal). Safe to repeat.
+    pub async fn drop_triggers(conn: &ShardConn, spec: &ShadowSpec) -> Result<(), ShadowError> {
+        let mut c = conn.conn().await?;
+        drop_triggers_with(&mut c, conn, spec).await
+    }
+
+    pub fn spec(&self) -> &ShadowSpec {
+        &self.spec
+    }
+
+    /// True when [`Shadow::prepare`] found the shadow and triggers of this very spec and
+    /// reused them: a checkpoint saved for them is still valid. False when it created them,
+    /// so the copy must start from the beginning.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// (name, event, body) of the three triggers, in creation order. The body carries a
+    /// fingerprint of the spec, so a resume never reuses triggers made for other statements.
+    fn trigger_bodies(&self) -> Vec<(String, &'static str, String)> {
+        let shadow = self.spec.shadow_name();
+        let key = &self.layout.key.columns;
+        let old_key = key
+            .iter()
+            .map(|k| format!("{0} <=> OLD.{0}", quote_ident(&k.name)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let key_kept = key
+            .iter()
+            .map(|k| format!("OLD.{0} <=> NEW.{0}", quote_ident(&k.name)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let targets = self.column_list(Side::Shadow);
+        let values = self
+            .layout
+            .columns
+            .iter()
+            .map(|(from, _)| format!("NEW.{}", quote_ident(from)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let replace = format!("REPLACE INTO {shadow} ({targets}) VALUES ({values});");
+        let tag = format!("/* schemagate shadow {:016x} */", self.fingerprint());
+        self.spec
+            .triggers()
+            .into_iter()
+            .map(|(name, event)| {
+                let body = match event {
+                    "DELETE" => format!("BEGIN {tag} DELETE FROM {shadow} WHERE {old_key}; END"),
+                    // A changed key moves the row: remove it under its old key first.
+                    "UPDATE" => format!(
+                        "BEGIN {tag} DELETE FROM {shadow} WHERE {old_key} AND NOT ({key_kept}); \
+                         {replace} END"
+                    ),
+                    _ => format!("BEGIN {tag} {replace} END"),
+                };
+                (name, event, body)
+            })
+            .collect()
+    }
+
+    fn fingerprint(&self) -> u64 {
+        let text = serde_json::json!([
+            self.spec,
+            self.layout.columns,
+            self.layout
+                .key
+                .columns
+                .iter()
+                .map(|k| &k.name)
+                .collect::<Vec<_>>(),
+        ])
+        .to_string();
+        // FNV-1a: stable across builds, unlike std's hasher.
+        text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    fn column_list(&self, side: Side) -> String {
+        self.layout
+            .columns
+            .iter()
+            .map(|(from, to)| match side {
+                Side::Table => quote_ident(from),
+                Side::Shadow => quote_ident(to),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn key_select(&self) -> String {
+        self.layout
+            .key
+            .columns
+            .iter()
+            .map(KeyColumn::select_expr)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn key_order(&self, descending: bool) -> String {
+        let direction = if descending { " DESC" } else { "" };
+        self.layout
+            .key
+            .columns
+            .iter()
+            .map(|k| format!("{}{direction}", quote_ident(&k.name)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn source(&self, side: &Side) -> String {
+        match side {
+            Side::Table => format!(
+                "{} FORCE INDEX ({})",
+                self.spec.table_name(),
+                quote_ident(&self.layout.key.index)
+            ),
+            Side::Shadow => format!(
+                "{} FORCE INDEX ({})",
+                self.spec.shadow_name(),
+                quote_ident(&self.layout.key.shadow_index)
+            ),
+        }
+    }
+
+    /// `WHERE` clause for keys above a lower and up to an upper bound. Composite keys are
+    /// expanded, `(a > ?) OR (a = ? AND b > ?)`, because row comparisons `(a, b) > (?, ?)` are
+    /// not turned into index ranges.
+    fn range_where(&self, lower: bool, upper: bool) -> String {
+        let key = &self.layout.key.columns;
+        let bound = |op_last: &str, op_inner: &str| {
+            (0..key.len())
+                .map(|i| {
+                    let mut terms: Vec<String> = key[..i]
+                        .iter()
+                        .map(|k| format!("{} = {}", quote_ident(&k.name), k.placeholder()))
+                        .collect();
+                    let op = if i + 1 == key.len() {
+                        op_last
+                    } else {
+                        op_inner
+                    };
+                    terms.push(format!(
+                        "{} {op} {}",
+                        quote_ident(&key[i].name),
+                        key[i].placeholder()
+                    ));
+                    format!("({})", terms.join(" AND "))
+                })
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        };
+        let mut parts = Vec::new();
+        if lower {
+            parts.push(format!("({})", bound(">", ">")));
+        }
+        if upper {
+            parts.push(format!("({})", bound("<=", "<")));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", parts.join(" AND "))
+        }
+    }
+
+    /// Parameters for [`Shadow::range_where`], in placeholder order.
+    fn range_params(&self, lo: Option<&[Json]>, hi: Option<&[Json]>) -> Vec<Value> {
+        let key = &self.layout.key.columns;
+        let mut params = Vec::new();
+        for bound in [lo, hi].into_iter().flatten() {
+            for i in 0..key.len() {
+                for (column, value) in key.iter().zip(bound).take(i + 1) {
+                    params.push(bind(column.kind, value));
+                }
+            }
+        }
+        params
+    }
+
+    /// The last key of the next chunk of `size` rows above `lo`, or `None` if fewer rows are
+    /// left (the final chunk then has no upper bound).
+    async fn boundary(
+        &self,
+        c: &mut Conn,
+        conn: &ShardConn,
+        lo: Option<&[Json]>,
+        size: u64,
+    ) -> Result<Option<Vec<Json>>, ShadowError> {
+        let sql = format!(
+            "SELECT {} FROM {}{} ORDER BY {} LIMIT 1 OFFSET ?",
+            self.key_select(),
+            self.source(&Side::Table),
+            self.range_where(lo.is_some(), false),
+            self.key_order(false)
+        );
+        let mut params = self.range_params(lo, None);
+        params.push(Value::UInt(size.saturating_sub(1)));
+        let row: Option<Row> = c
+            .exec_first(sql, params)
+            .await
+            .map_err(|e| conn.query_error("finding the next chunk's last key", e))?;
+        row.map(|row| self.key_from_row(conn, &row, 0)).transpose()
+    }
+
+    async fn last_key(
+        &self,
+        c: &mut Conn,
+        conn: &ShardConn,
+    ) -> Result<Option<Vec<Json>>, ShadowError> {
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY {} LIMIT 1",
+            self.key_select(),
+            self.source(&Side::Table),
+            self.key_order(true)
+        );
+        let row: Option<Row> = c
+            .exec_first(sql, ())
+            .await
+            .map_err(|e| conn.query_error("reading the last key", e))?;
+        row.map(|row| self.key_from_row(conn, &row, 0)).transpose()
+    }
+
+    fn key_from_row(
+        &self,
+        conn: &ShardConn,
+        row: &Row,
+        first: usize,
+    ) -> Result<Vec<Json>, ShadowError> {
+        self.layout
+            .key
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let value = row.as_ref(first + i).cloned().unwrap_or(Value::NULL);
+                to_json(k.kind, value).ok_or_else(|| {
+                    refused(
+                        conn,
+                        &self.spec,
+                        format!("a value of key column `{}` cannot be read back", k.name),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn copy_sql(&self, lower: bool, upper: bool) -> String {
+        // LOCK IN SHARE MODE makes the copy read the latest committed rows and hold them until
+        // the chunk commits. Without it, the copy could read a row, a concurrent DELETE (or a
+        // key-changing UPDATE) could commit and its trigger find nothing to delete in the
+        // shadow yet, and the chunk would then insert the stale row, which nothing ever removes.
+        // With it, the writer waits for the chunk (its trigger then deletes the copied row) or
+        // the chunk waits for the writer (and no longer sees the row). The gap locks also hold
+        // back inserts into the range while it is copied. Rows the triggers put in first win:
+        // INSERT IGNORE skips them, as their values are newer.
+        format!(
+            "INSERT IGNORE INTO {} ({}) SELECT {} FROM {}{} ORDER BY {} LOCK IN SHARE MODE",
+            self.spec.shadow_name(),
+            self.column_list(Side::Shadow),
+            self.column_list(Side::Table),
+            self.source(&Side::Table),
+            self.range_where(lower, upper),
+            self.key_order(false)
+        )
+    }
+
+    async fn copy_chunk(
+        &self,
+        c: &mut Conn,
+        conn: &ShardConn,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<u64, ShadowError> {
+        let mut attempt = 1;
+        loop {
+            match c.exec_drop(sql, params.clone()).await {
+                Ok(()) => break,
+                Err(e) if is_lock_conflict(&e) && attempt < CHUNK_ATTEMPTS => {
+                    tracing::debug!(table = %self.spec.table, error = %e, "retrying a chunk");
+                    tokio::time::sleep(RETRY_PAUSE * attempt).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(conn
+                        .query_error(format!("copying rows of `{}`", self.spec.table), e)
+                        .into())
+                }
+            }
+        }
+        let rows = c.affected_rows();
+        if c.get_warnings() > 0 {
+            self.check_warnings(c, conn).await?;
+        }
+        Ok(rows)
+    }
+
+    /// INSERT IGNORE turns every error into a warning: a duplicate under the shared key only
+    /// means a trigger put the row there first, anything else means data was lost or changed.
+    async fn check_warnings(&self, c: &mut Conn, conn: &ShardConn) -> Result<(), ShadowError> {
+        let warnings: Vec<Row> = c
+            .query("SHOW WARNINGS")
+            .await
+            .map_err(|e| conn.query_error("reading the copy's warnings", e))?;
+        let benign = format!("for key '{}'", self.layout.key.shadow_index);
+        for row in warnings {
+            let level: String = cell(&row, 0).unwrap_or_default();
+            let code: u16 = cell(&row, 1).unwrap_or_default();
+            let message: String = cell(&row, 2).unwrap_or_default();
+            if level == "Note" || (code == ER_DUP_ENTRY && message.ends_with(&benign)) {
+                continue;
+            }
+            let warning = if code == ER_DUP_ENTRY {
+                format!("{message}: a new UNIQUE key rejects rows that duplicate others")
+            } else {
+                message
+            };
+            return Err(ShadowError::Lossy {
+                shard: conn.shard.clone(),
+                database: self.spec.database.clone(),
+                table: self.spec.table.clone(),
+                shadow: self.spec.shadow.clone(),
+                warning,
+            });
+        }
+        Ok(())
+    }
+
+    async fn estimate_rows(&self, c: &mut Conn, conn: &ShardConn) -> Result<u64, ShadowError> {
+        let row: Option<Row> = c
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&self.spec.database, &self.spec.table),
+            )
+            .await
+            .map_err(|e| conn.query_error("estimating the table's rows", e))?;
+        Ok(row.and_then(|r| cell::<u64>(&r, 0)).unwrap_or(0))
+    }
+
+    fn parse_checkpoint(&self, conn: &ShardConn, text: &str) -> Result<Vec<Json>, ShadowError> {
+        let fail = |reason: String| ShadowError::BadCheckpoint {
+            shard: conn.shard.clone(),
+            database: self.spec.database.clone(),
+            table: self.spec.table.clone(),
+            checkpoint: text.to_string(),
+            reason,
+        };
+        let values: Vec<Json> = serde_json::from_str(text)
+            .map_err(|e| fail(format!("it is not a JSON array ({e})")))?;
+        let key = &self.layout.key.columns;
+        if values.len() != key.len() {
+            return Err(fail(format!(
+                "it has {} values but the key ({}) has {} columns",
+                values.len(),
+                key.iter()
+                    .map(|k| quote_ident(&k.name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                key.len()
+            )));
+        }
+        for (k, value) in key.iter().zip(&values) {
+            let fits = match k.kind {
+                KeyKind::Int => value.is_i64() || value.is_u64(),
+                KeyKind::Float => value.is_number(),
+                KeyKind::Binary => value
+                    .as_str()
+                    .is_some_and(|s| s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit())),
+                KeyKind::Decimal | KeyKind::Text | KeyKind::Temporal => value.is_string(),
+            };
+            if !fits {
+                return Err(fail(format!(
+                    "{value} is not a value of key column `{}`",
+                    k.name
+                )));
+            }
+        }
+        Ok(values)
+    }
+
+    /// `QUOTE` is NULL-safe (NULL gives the bare word NULL, strings are quoted and escaped), so
+    /// joining quoted values is unambiguous; `CAST(… AS BINARY)` avoids mixing collations.
+    fn row_hash_expr(&self, side: &Side) -> String {
+        let parts: Vec<String> = self
+            .layout
+            .compared
+            .iter()
+            .map(|(from, to)| {
+                let name = match side {
+                    Side::Table => from,
+                    Side::Shadow => to,
+                };
+                format!("QUOTE(CAST({} AS BINARY))", quote_ident(name))
+            })
+            .collect();
+        format!("MD5(CONCAT_WS(',', {}))", parts.join(", "))
+    }
+
+    fn checksum_sql(&self, side: Side, lower: bool, upper: bool) -> String {
+        format!(
+            "SELECT COUNT(*), BIT_XOR(CAST(CONV(LEFT({}, 16), 16, 10) AS UNSIGNED)) FROM {}{}",
+            self.row_hash_expr(&side),
+            self.source(&side),
+            self.range_where(lower, upper)
+        )
+    }
+
+    /// Builds the mismatch error: the first differing row of the chunk and, when the data
+    /// shows one, the likely cause.
+    async fn mismatch(
+        &self,
+        c: &mut Conn,
+        conn: &ShardConn,
+        lo: Option<&[Json]>,
+        hi: Option<&[Json]>,
+        table: (u64, u64),
+        shadow: (u64, u64),
+    ) -> ShadowError {
+        let range = match (lo, hi) {
+            (None, None) => "(all of them)".to_string(),
+            (Some(lo), None) => format!("above {}", Json::Array(lo.to_vec())),
+            (None, Some(hi)) => format!("up to {}", Json::Array(hi.to_vec())),
+            (Some(lo), Some(hi)) => format!(
+                "above {} up to {}",
+                Json::Array(lo.to_vec()),
+                Json::Array(hi.to_vec())
+            ),
+        };
+        let detail = match self.first_difference(c, conn, lo, hi).await {
+            Ok(Some(detail)) => detail,
+            Ok(None) => format!(
+                "the table has {} rows there, the shadow {} (or their values differ)",
+                table.0, shadow.0
+            ),
+            Err(e) => return e,
+        };
+        let cause = match self.first_failed_check(c, conn).await {
+            Ok(Some(reason)) => Some(reason),
+            Ok(None) => Some(
+                "something else wrote to the shadow, the triggers were missing for a while, or \
+                 the copy resumed from a checkpoint of another shadow"
+                    .to_string(),
+            ),
+            Err(e) => return e,
+        };
+        ShadowError::Mismatch {
+            shard: conn.shard.clone(),
+            database: self.spec.database.clone(),
+            table: self.spec.table.clone(),
+            shadow: self.spec.shadow.clone(),
+            range,
+            detail,
+            cause,
+        }
+    }
+
+    /// Lists key and row hash of the chunk on both sides, in one snapshot, and describes the
+    /// first row that differs.
+    async fn first_difference(
+        &self,
+        c: &mut Conn,
+        conn: &ShardConn,
+        lo: Option<&[Json]>,
+        hi: Option<&[Json]>,
+    ) -> Result<Option<String>, ShadowError> {
+        let params = self.range_params(lo, hi);
+        let list = |side: Side| {
+            format!(
+                "SELECT {}, {} FROM {}{} ORDER BY {}",
+                self.key_select(),
+                self.row_hash_expr(&side),
+                self.source(&side),
+                self.range_where(lo.is_some(), hi.is_some()),
+                self.key_order(false)
+            )
+        };
+        let context = "listing the rows of a chunk that differs";
+        let mut tx = c
+            .start_transaction(snapshot())
+            .await
+            .map_err(|e| conn.query_error(context, e))?;
+        let table_rows: Vec<Row> = tx
+            .exec(list(Side::Table), params.clone())
+            .await
+            .map_err(|e| conn.query_error(context, e))?;
+        let shadow_rows: Vec<Row> = tx
+            .exec(list(Side::Shadow), params)
+            .await
+            .map_err(|e| conn.query_error(context, e))?;
+        let width = self.layout.key.columns.len();
+        let keyed = |rows: Vec<Row>| -> Result<Vec<(Vec<Json>, String)>, ShadowError> {
+            rows.iter()
+                .map(|row| {
+                    let key = self.key_from_row(conn, row, 0)?;
+                    Ok((key, cell::<String>(row, width).unwrap_or_default()))
+                })
+                .collect()
+        };
+        let table_rows = keyed(table_rows)?;
+        let shadow_rows = keyed(shadow_rows)?;
+        let in_shadow: HashMap<String, &str> = shadow_rows
+            .iter()
+            .map(|(k, h)| (Json::Array(k.clone()).to_string(), h.as_str()))
+            .collect();
+        let in_table: HashSet<String> = table_rows
+            .iter()
+            .map(|(k, _)| Json::Array(k.clone()).to_string())
+            .collect();
+        for (key, hash) in &table_rows {
+            let shown = Json::Array(key.clone()).to_string();
+            match in_shadow.get(&shown) {
+                None => {
+                    return Ok(Some(format!(
+                        "the row with key {shown} is missing from the shadow"
+                    )))
+                }
+                Some(h) if h != hash => {
+                    let columns = self.differing_columns(&mut tx, conn, key).await?;
+                    return Ok(Some(format!("the row with key {shown} differs: {columns}")));
+                }
+                Some(_) => {}
+            }
+        }
+        let extra = shadow_rows
+            .iter()
+            .map(|(k, _)| Json::Array(k.clone()).to_string())
+            .find(|k| !in_table.contains(k));
+        // Best effort: the snapshot was only read.
+        let _ = tx.rollback().await;
+        Ok(extra.map(|k| format!("the shadow has a row with key {k} that the table does not")))
+    }
+
+    async fn differing_columns(
+        &self,
+        tx: &mut mysql_async::Transaction<'_>,
+        conn: &ShardConn,
+        key: &[Json],
+    ) -> Result<String, ShadowError> {
+        let key_match = self
+            .layout
+            .key
+            .columns
+            .iter()
+            .map(|k| format!("{} = {}", quote_ident(&k.name), k.placeholder()))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let params: Vec<Value> = self
+            .layout
+            .key
+            .columns
+            .iter()
+            .zip(key)
+            .map(|(k, v)| bind(k.kind, v))
+            .collect();
+        let read = |side: Side| {
+            let (name, columns) = match side {
+                Side::Table => (self.spec.table_name(), self.column_list(Side::Table)),
+                Side::Shadow => (self.spec.shadow_name(), self.column_list(Side::Shadow)),
+            };
+            format!("SELECT {columns} FROM {name} WHERE {key_match}")
+        };
+        let context = "reading a row that differs";
+        let a: Option<Row> = tx
+            .exec_first(read(Side::Table), params.clone())
+            .await
+            .map_err(|e| conn.query_error(context, e))?;
+        let b: Option<Row> = tx
+            .exec_first(read(Side::Shadow), params)
+            .await
+            .map_err(|e| conn.query_error(context, e))?;
+        let (Some(a), Some(b)) = (a, b) else {
+            return Ok("it changed while being read".to_string());
+        };
+        let compared: HashSet<&str> = self
+            .layout
+            .compared
+            .iter()
+            .map(|(from, _)| from.as_str())
+            .collect();
+        let differences: Vec<String> = self
+            .layout
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, (from, _))| compared.contains(from.as_str()))
+            .filter_map(|(i, (from, to))| {
+                let x = a.as_ref(i).cloned().unwrap_or(Value::NULL);
+                let y = b.as_ref(i).cloned().unwrap_or(Value::NULL);
+                (x != y).then(|| {
+                    format!(
+                        "`{from}` is {} in the table but `{to}` is {} in the shadow",
+                        show_value(&x),
+                        show_value(&y)
+                    )
+                })
+            })
+            .collect();
+        Ok(if differences.is_empty() {
+            "its values differ".to_string()
+        } else {
+            differences.join("; ")
+        })
+    }
+
+    /// Runs the data checks on the table; the first problem found, as a message.
+    async fn first_failed_check(
+        &self,
+        c: &mut Conn,
+        conn: &ShardConn,
+    ) -> Result<Option<String>, ShadowError> {
+        let table = self.spec.table_name();
+        for check in &self.layout.checks {
+            match check {
+                DataCheck::Unique { index, parts } => {
+                    let exprs: Vec<String> = parts
+                        .iter()
+                        .map(|(column, prefix)| match prefix {
+                            Some(n) => format!("LEFT({}, {n})", quote_ident(column)),
+                            None => quote_ident(column),
+                        })
+                        .collect();
+                    let not_null: Vec<String> = parts
+                        .iter()
+                        .map(|(column, _)| format!("{} IS NOT NULL", quote_ident(column)))
+                        .collect();
+                    let sql = format!(
+                        "SELECT CONCAT_WS(', ', {}), COUNT(*) FROM {table} WHERE {} \
+                         GROUP BY {} HAVING COUNT(*) > 1 LIMIT 1",
+                        exprs
+                            .iter()
+                            .map(|e| format!("QUOTE({e})"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        not_null.join(" AND "),
+                        exprs.join(", ")
+                    );
+                    let row: Option<Row> = c
+                        .query_first(sql)
+                        .await
+                        .map_err(|e| conn.query_error("looking for duplicates", e))?;
+                    if let Some(row) = row {
+                        let values = cell::<Vec<u8>>(&row, 0).unwrap_or_default();
+                        let count = cell::<u64>(&row, 1).unwrap_or_default();
+                        let columns: Vec<String> =
+                            parts.iter().map(|(c, _)| quote_ident(c)).collect();
+                        return Ok(Some(format!(
+                            "the new UNIQUE key `{index}` over ({}) would drop rows: ({}) occurs \
+                             {count} times; remove the duplicates first, or make the key \
+                             non-unique",
+                            columns.join(", "),
+                            shorten(&String::from_utf8_lossy(&values)),
+                        )));
+                    }
+                }
+                DataCheck::NotNull { column } => {
+                    let condition = format!("{} IS NULL", quote_ident(column));
+                    if let Some(key) = self.first_key_where(c, conn, &condition).await? {
+                        return Ok(Some(format!(
+                            "column `{column}` becomes NOT NULL but holds NULL (first at key \
+                             {key}); give those rows a value first, or keep the column nullable"
+                        )));
+                    }
+                }
+                DataCheck::Fits {
+                    column,
+                    condition,
+                    new_type,
+                } => {
+                    if let Some(key) = self.first_key_where(c, conn, condition).await? {
+                        return Ok(Some(format!(
+                            "column `{column}` becomes {new_type} but holds values that do not \
+                             fit (first at key {key}); fix those rows first, or keep the wider \
+                             type"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn first_key_where(
+        &self,
+        c: &mut Conn,
+        conn: &ShardConn,
+        condition: &str,
+    ) -> Result<Option<String>, ShadowError> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {condition} LIMIT 1",
+            self.key_select(),
+            self.spec.table_name()
+        );
+        let row: Option<Row> = c
+            .exec_first(sql, ())
+            .await
+            .map_err(|e| conn.query_error("checking the data against the new definition", e))?;
+        row.map(|row| {
+            self.key_from_row(conn, &row, 0)
+                .map(|k| Json::Array(k).to_string())
+        })
+        .transpose()
+    }
+}
+
+async fn cleanup_with(
+    c: &mut Conn,
+    conn: &ShardConn,
+    spec: &ShadowSpec,
+) -> Result<(), ShadowError> {
+    drop_triggers_with(c, conn, spec).await?;
+    ddl(
+        c,
+        conn,
+        &format!("DROP TABLE IF EXISTS {}", spec.shadow_name()),
+        "dropping the shadow table",
+    )
+    .await?;
+    Ok(())
+}
+
+async fn drop_triggers_with(
+    c: &mut Conn,
+    conn: &ShardConn,
+    spec: &ShadowSpec,
+) -> Result<(), ShadowError> {
+    // Reverse order of creation: the insert trigger goes first, so the others keep the
+    // shadow right for as long as anything still writes it.
+    for (name, _) in spec.triggers().iter().rev() {
+        ddl(
+            c,
+            conn,
+            &format!("DROP TRIGGER IF EXISTS {}", qualify(&spec.database, name)),
+            &format!("dropping trigger `{name}`"),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn refused(conn: &ShardConn, spec: &ShadowSpec, reason: impl Into<String>) -> ShadowError {
+    ShadowError::Refused {
+        shard: conn.shard.clone(),
+        database: spec.database.clone(),
+        table: spec.table.clone(),
+        reason: reason.into(),
+    }
+}
+
+fn qualify(database: &str, name: &str) -> String {
+    format!("{}.{}", quote_ident(database), quote_ident(name))
+}
+
+fn validate_spec(conn: &ShardConn, spec: &ShadowSpec) -> Result<(), ShadowError> {
+    let problem = if spec.database.is_empty() || spec.table.is_empty() || spec.shadow.is_empty() {
+        Some("the database, table and shadow names must not be empty".to_string())
+    } else if spec.shadow == spec.table {
+        Some("the shadow table cannot have the table's own name".to_string())
+    } else if spec.trigger_prefix.is_empty() || spec.trigger_prefix.chars().count() + 4 > 64 {
+        Some("the trigger prefix must be 1 to 60 characters long".to_string())
+    } else {
+        spec.statements
+            .iter()
+            .find(|s| rewrite_alter(s, &spec.table, "").is_none())
+            .map(|s| {
+                format!(
+                    "the statement `{}` does not start with ALTER TABLE {}",
+                    shorten(s),
+                    quote_ident(&spec.table)
+                )
+            })
+    };
+    match problem {
+        Some(reason) => Err(refused(conn, spec, reason)),
+        None => Ok(()),
+    }
+}
+
+/// ``ALTER TABLE `table` …`` with the table replaced by `target`, or `None` when the
+/// statement does not start that way.
+fn rewrite_alter(statement: &str, table: &str, target: &str) -> Option<String> {
+    let rest = strip_keyword(statement.trim_start(), "ALTER")?;
+    let rest = strip_keyword(rest, "TABLE")?;
+    let quoted = quote_ident(table);
+    let rest = if let Some(rest) = rest.strip_prefix(&quoted) {
+        rest
+    } else {
+        let rest = rest.strip_prefix(table)?;
+        // An unquoted name must end at a word boundary.
+        if rest
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$')
+        {
+            return None;
+        }
+        rest
+    };
+    if !(rest.is_empty() || rest.starts_with(char::is_whitespace) || rest.starts_with(';')) {
+        return None;
+    }
+    Some(format!("ALTER TABLE {target}{rest}"))
+}
+
+fn strip_keyword<'a>(text: &'a str, keyword: &str) -> Option<&'a str> {
+    let head = text.get(..keyword.len())?;
+    let rest = &text[keyword.len()..];
+    (head.eq_ignore_ascii_case(keyword) && rest.starts_with(char::is_whitespace))
+        .then(|| rest.trim_start())
+}
+
+async fn show_create(
+    c: &mut Conn,
+    conn: &ShardConn,
+    database: &str,
+    table: &str,
+) -> Result<Option<Table>, LiveError> {
+    let sql = format!("SHOW CREATE TABLE {}", qualify(database, table));
+    let row: Option<Row> = match c.query_first(sql).await {
+        Ok(row) => row,
+        Err(mysql_async::Error::Server(e)) if e.code == ER_NO_SUCH_TABLE => return Ok(None),
+        Err(e) => return Err(conn.query_error(format!("SHOW CREATE TABLE `{table}`"), e)),
+    };
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    // A view answers with four columns, the view's text second-to-last.
+    if row.len() != 2 {
+        return Err(LiveError::Query {
+            shard: conn.shard.clone(),
+            address: conn.address.clone(),
+            context: format!("SHOW CREATE TABLE `{table}`"),
+            message: "it is a view, not a base table".into(),
+        });
+    }
+    let create: String = cell(&row, 1).unwrap_or_default();
+    Table::parse_canonical(&create)
+        .map(Some)
+        .map_err(|source| LiveError::Canonical {
+            shard: conn.shard.clone(),
+            source,
+        })
+}
+
+async fn refuse_foreign_keys(
+    c: &mut Conn,
+    conn: &ShardConn,
+    spec: &ShadowSpec,
+    original: &Table,
+) -> Result<(), ShadowError> {
+    if let Some(fk) = original.foreign_keys.first() {
+        return Err(refused(
+            conn,
+            spec,
+            format!(
+                "it has foreign key `{}`; the shadow would need its own, and the swap would \
+                 leave it pointing elsewhere: change this table with a native ALTER",
+                fk.name
+            ),
+        ));
+    }
+    let row: Option<Row> = c
+        .exec_first(
+            "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME \
+             FROM information_schema.REFERENTIAL_CONSTRAINTS \
+             WHERE UNIQUE_CONSTRAINT_SCHEMA = ? AND REFERENCED_TABLE_NAME = ? LIMIT 1",
+            (&spec.database, &spec.table),
+        )
+        .await
+        .map_err(|e| conn.query_error("looking for foreign keys that reference the table", e))?;
+    if let Some(row) = row {
+        let schema: String = cell(&row, 0).unwrap_or_default();
+        let table: String = cell(&row, 1).unwrap_or_default();
+        let name: String = cell(&row, 2).unwrap_or_default();
+        return Err(refused(
+            conn,
+            spec,
+            format!(
+                "foreign key `{name}` of `{schema}`.`{table}` references it; after the swap it \
+                 would reference the old table: change this table with a native ALTER"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+struct Trigger {
+    name: String,
+    event: String,
+    timing: String,
+    body: String,
+}
+
+async fn triggers_on_table(
+    c: &mut Conn,
+    conn: &ShardConn,
+    spec: &ShadowSpec,
+) -> Result<Vec<Trigger>, ShadowError> {
+    let rows: Vec<Row> = c
+        .exec(
+            "SELECT TRIGGER_NAME, EVENT_MANIPULATION, ACTION_TIMING, ACTION_STATEMENT \
+             FROM information_schema.TRIGGERS \
+             WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ?",
+            (&spec.database, &spec.table),
+        )
+        .await
+        .map_err(|e| conn.query_error("listing the table's triggers", e))?;
+    Ok(rows
+        .iter()
+        .map(|row| Trigger {
+            name: cell(row, 0).unwrap_or_default(),
+            event: cell(row, 1).unwrap_or_default(),
+            timing: cell(row, 2).unwrap_or_default(),
+            body: cell(row, 3).unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// Runs a DDL statement, retrying when its metadata lock wait times out.
+async fn ddl(c: &mut Conn, conn: &ShardConn, sql: &str, context: &str) -> Result<(), LiveError> {
+    let mut attempt = 1;
+    loop {
+        match c.query_drop(sql).await {
+            Ok(()) => return Ok(()),
+            Err(e) if is_lock_conflict(&e) && attempt < DDL_ATTEMPTS => {
+                tracing::info!(error = %e, "{context}: retrying");
+                tokio::time::sleep(RETRY_PAUSE * attempt).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(conn.query_error(context, e)),
+        }
+    }
+}
+
+fn is_lock_conflict(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Server(s)
+        if s.code == ER_LOCK_WAIT_TIMEOUT || s.code == ER_LOCK_DEADLOCK)
+}
+
+/// Waits while the server runs more than `max` threads (0 disables the check).
+async fn throttle(c: &mut Conn, conn: &ShardConn, max: u64) -> Result<(), LiveError> {
+    if max == 0 {
+        return Ok(());
+    }
+    loop {
+        let row: Option<Row> = c
+            .query_first("SHOW GLOBAL STATUS LIKE 'Threads_running'")
+            .await
+            .map_err(|e| conn.query_error("reading Threads_running", e))?;
+        let running = row
+            .and_then(|r| cell::<String>(&r, 1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        if running <= max {
+            return Ok(());
+        }
+        tracing::info!(
+            shard = %conn.shard,
+            running,
+            max,
+            "server busy: pausing the shadow copy"
+        );
+        tokio::time::sleep(THROTTLE_PAUSE).await;
+    }
+}
+
+fn snapshot() -> TxOpts {
+    let mut opts = TxOpts::new();
+    opts.with_consistent_snapshot(true)
+        .with_isolation_level(IsolationLevel::RepeatableRead)
+        .with_readonly(true);
+    opts
+}
+
+fn sums(row: Result<Option<Row>, mysql_async::Error>) -> Result<(u64, u64), mysql_async::Error> {
+    Ok(row?
+        .map(|r| {
+            (
+                cell::<u64>(&r, 0).unwrap_or_default(),
+                cell::<u64>(&r, 1).unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default())
+}
+
+/// Resizes the next chunk to take about `target`. Growth is capped at 4× per chunk, so that
+/// one fast chunk over cached pages does not size the next one for a cold part of the table.
+fn next_chunk_size(size: u64, elapsed: Duration, target: Duration) -> u64 {
+    let seconds = elapsed.as_secs_f64().max(1e-3);
+    let ideal = size as f64 * target.as_secs_f64() / seconds;
+    let capped = ideal.min(size as f64 * 4.0);
+    (capped as u64).clamp(MIN_CHUNK, MAX_CHUNK)
+}
+
+fn cell<T: FromValue>(row: &Row, index: usize) -> Option<T> {
+    row.get_opt::<T, usize>(index).and_then(Result::ok)
+}
+
+/// A key value as JSON; `None` for a value the kind cannot hold.
+fn to_json(kind: KeyKind, value: Value) -> Option<Json> {
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).ok().map(Json::String);
+    match (kind, value) {
+        (_, Value::NULL) => None,
+        (KeyKind::Int, Value::Int(i)) => Some(Json::from(i)),
+        (KeyKind::Int, Value::UInt(u)) => Some(Json::from(u)),
+        (KeyKind::Int, Value::Bytes(b)) => {
+            let s = String::from_utf8(b).ok()?;
+            s.parse::<i64>()
+                .map(Json::from)
+                .or_else(|_| s.parse::<u64>().map(Json::from))
+                .ok()
+        }
+        (KeyKind::Float, Value::Float(f)) => {
+            serde_json::Number::from_f64(f64::from(f)).map(Json::Number)
+        }
+        (KeyKind::Float, Value::Double(f)) => serde_json::Number::from_f64(f).map(Json::Number),
+        (KeyKind::Float, Value::Bytes(b)) => {
+            let f = String::from_utf8(b).ok()?.parse::<f64>().ok()?;
+            serde_json::Number::from_f64(f).map(Json::Number)
+        }
+        (KeyKind::Temporal, Value::Date(y, m, d, h, i, s, us)) => Some(Json::String(format!(
+            "{y:04}-{m:02}-{d:02} {h:02}:{i:02}:{s:02}.{us:06}"
+        ))),
+        (KeyKind::Temporal, Value::Time(negative, days, h, i, s, us)) => {
+            let hours = days * 24 + u32::from(h);
+            let sign = if negative { "-" } else { "" };
+            Some(Json::String(format!(
+                "{sign}{hours:02}:{i:02}:{s:02}.{us:06}"
+            )))
+        }
+        (
+            KeyKind::Decimal | KeyKind::Text | KeyKind::Binary | KeyKind::Temporal,
+            Value::Bytes(b),
+        ) => text(b),
+        _ => None,
+    }
+}
+
+/// A checkpoint value as a statement parameter (validated by `parse_checkpoint` or produced
+/// by `to_json`).
+fn bind(kind: KeyKind, value: &Json) -> Value {
+    match (kind, value) {
+        (_, Json::Number(n)) if kind != KeyKind::Float => n
+            .as_i64()
+            .map(Value::Int)
+            .or_else(|| n.as_u64().map(Value::UInt))
+            .unwrap_or_else(|| Value::Double(n.as_f64().unwrap_or_default())),
+        (_, Json::Number(n)) => Value::Double(n.as_f64().unwrap_or_default()),
+        (_, Json::String(s)) => Value::Bytes(s.clone().into_bytes()),
+        _ => Value::NULL,
+    }
+}
+
+fn show_value(value: &Value) -> String {
+    match value {
+        Value::NULL => "NULL".to_string(),
+        Value::Bytes(b) => format!("'{}'", shorten(&String::from_utf8_lossy(b))),
+        other => shorten(&other.as_sql(false)),
+    }
+}
+
+fn shorten(text: &str) -> String {
+    if text.chars().count() <= SHOWN_VALUE_CHARS {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(SHOWN_VALUE_CHARS).collect();
+    format!("{head}…")
+}
+
+/// A key part of an index: column, prefix length, descending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KeyPart {
+    column: String,
+    prefix: Option<u32>,
+    descending: bool,
+}
+
+/// The key parts of an index definition line, e.g. ``UNIQUE KEY `u` (`a`,`b`(10) DESC)``;
+/// `None` for anything else inside the parentheses (e.g. expressions).
+fn key_parts(definition: &str) -> Option<Vec<KeyPart>> {
+    let chars: Vec<char> = definition.chars().collect();
+    let mut i = 0;
+    let mut quoted = false;
+    while i < chars.len() {
+        match chars[i] {
+            '`' => quoted = !quoted,
+            '(' if !quoted => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    i += 1;
+    let mut parts = Vec::new();
+    loop {
+        while chars.get(i).is_some_and(|c| c.is_whitespace()) {
+            i += 1;
+        }
+        if chars.get(i) != Some(&'`') {
+            return None;
+        }
+        i += 1;
+        let mut column = String::new();
+        loop {
+            match (chars.get(i), chars.get(i + 1)) {
+                (Some('`'), Some('`')) => {
+                    column.push('`');
+                    i += 2;
+                }
+                (Some('`'), _) => {
+                    i += 1;
+                    break;
+                }
+                (Some(c), _) => {
+                    column.push(*c);
+                    i += 1;
+                }
+                (None, _) => return None,
+            }
+        }
+        let mut prefix = None;
+        if chars.get(i) == Some(&'(') {
+            let end = chars[i..].iter().position(|c| *c == ')')? + i;
+            prefix = Some(chars[i + 1..end].iter().collect::<String>().parse().ok()?);
+            i = end + 1;
+        }
+        let mut word = String::new();
+        while let Some(c) = chars.get(i).filter(|c| *c != &',' && *c != &')') {
+            word.push(*c);
+            i += 1;
+        }
+        let descending = match word.trim().to_ascii_uppercase().as_str() {
+            "" | "ASC" => false,
+            "DESC" => true,
+            _ => return None,
+        };
+        parts.push(KeyPart {
+            column,
+            prefix,
+            descending,
+        });
+        match chars.get(i) {
+            Some(',') => i += 1,
+            Some(')') => return Some(parts),
+            _ => return None,
+        }
+    }
+}
+
+fn key_kind(column: &Column) -> Option<(KeyKind, Option<String>)> {
+    let t = &column.data_type;
+    let kind = match t.base.as_str() {
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "year" => {
+            KeyKind::Int
+        }
+        "float" | "double" | "real" => KeyKind::Float,
+        "decimal" | "numeric" => {
+            let precision = t.args.first().map_or("10", String::as_str);
+            let scale = t.args.get(1).map_or("0", String::as_str);
+            return Some((
+                KeyKind::Decimal,
+                Some(format!("DECIMAL({precision},{scale})")),
+            ));
+        }
+        "char" | "varchar" => KeyKind::Text,
+        "binary" | "varbinary" => KeyKind::Binary,
+        "date" | "datetime" | "timestamp" | "time" => KeyKind::Temporal,
+        _ => return None,
+    };
+    Some((kind, None))
+}
+
+/// The table's indexes that can serve as the shared key, PRIMARY first: unique, over NOT NULL
+/// stored columns of a supported type, whole columns in ascending order.
+fn candidate_keys(table: &Table) -> Vec<(&crate::schema::Index, Vec<KeyColumn>)> {
+    let mut found: Vec<_> = table
+        .indexes
+        .iter()
+        .filter(|index| matches!(index.kind, IndexKind::Primary | IndexKind::Unique))
+        .filter(|index| !index.definition.to_ascii_uppercase().contains("USING HASH"))
+        .filter_map(|index| {
+            let parts = key_parts(&index.definition)?;
+            let columns = parts
+                .iter()
+                .map(|part| {
+                    let column = table.column(&part.column)?;
+                    if part.prefix.is_some()
+                        || part.descending
+                        || column.nullable
+                        || column.generated.is_some()
+                    {
+                        return None;
+                    }
+                    let (kind, cast) = key_kind(column)?;
+                    Some(KeyColumn {
+                        name: column.name.clone(),
+                        kind,
+                        cast,
+                    })
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some((index, columns))
+        })
+        .collect();
+    found.sort_by_key(|(index, _)| index.kind != IndexKind::Primary);
+    found
+}
+
+/// Charset and collation a text column really has (the table's default when not shown).
+fn text_charset(column: &Column, table: &Table) -> Option<(String, String)> {
+    if !column.data_type.is_textual() {
+        return None;
+    }
+    let charset = column
+        .charset
+        .clone()
+        .or_else(|| table.charset().map(str::to_string))
+        .unwrap_or_default();
+    let collation = column
+        .collation
+        .clone()
+        .or_else(|| table.collation().map(str::to_string))
+        .unwrap_or_default();
+    Some((charset, collation))
+}
+
+fn same_type(a: &Column, ta: &Table, b: &Column, tb: &Table) -> bool {
+    let (x, y) = (&a.data_type, &b.data_type);
+    x.base == y.base
+        && x.args == y.args
+        && x.unsigned == y.unsigned
+        && x.zerofill == y.zerofill
+        && text_charset(a, ta) == text_charset(b, tb)
+}
+
+const INT_TYPES: [&str; 5] = ["tinyint", "smallint", "mediumint", "int", "bigint"];
+const TEXT_TYPES: [&str; 4] = ["tinytext", "text", "mediumtext", "longtext"];
+const BLOB_TYPES: [&str; 4] = ["tinyblob", "blob", "mediumblob", "longblob"];
+
+fn rank(types: &[&str], base: &str) -> Option<usize> {
+    types.iter().position(|t| *t == base)
+}
+
+fn length(column: &Column) -> Option<u64> {
+    column.data_type.args.first()?.parse().ok()
+}
+
+/// True when every value of `a` reads back with the same text from `b`.
+fn widens(a: &Column, ta: &Table, b: &Column, tb: &Table) -> bool {
+    let (x, y) = (&a.data_type, &b.data_type);
+    if x.unsigned != y.unsigned || x.zerofill || y.zerofill {
+        return false;
+    }
+    if let (Some(i), Some(j)) = (rank(&INT_TYPES, &x.base), rank(&INT_TYPES, &y.base)) {
+        return i <= j;
+    }
+    if text_charset(a, ta) != text_charset(b, tb) {
+        return false;
+    }
+    let longer = || length(b) >= length(a) && length(a).is_some();
+    match (x.base.as_str(), y.base.as_str()) {
+        ("varchar", "varchar") | ("char", "char") | ("char", "varchar") => longer(),
+        ("varbinary", "varbinary") => longer(),
+        ("varchar", t) => rank(&TEXT_TYPES, t).is_some(),
+        ("varbinary", t) => rank(&BLOB_TYPES, t).is_some(),
+        (s, t) => match (rank(&TEXT_TYPES, s), rank(&TEXT_TYPES, t)) {
+            (Some(i), Some(j)) => i <= j,
+            _ => {
+                matches!((rank(&BLOB_TYPES, s), rank(&BLOB_TYPES, t)), (Some(i), Some(j)) if i <= j)
+            }
+        },
+    }
+}
+
+/// Signed or unsigned range of an integer type.
+fn int_range(column: &Column) -> Option<(i128, i128)> {
+    let bits = match column.data_type.base.as_str() {
+        "tinyint" => 8,
+        "smallint" => 16,
+        "mediumint" => 24,
+        "int" | "integer" => 32,
+        "bigint" => 64,
+        _ => return None,
+    };
+    Some(if column.data_type.unsigned {
+        (0, (1i128 << bits) - 1)
+    } else {
+        (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+    })
+}
+
+/// SQL condition true for values of `a` that `b` cannot hold, for the narrowings the copy
+/// would otherwise turn into silent truncation or clipping.
+fn does_not_fit(a: &Column, b: &Column) -> Option<String> {
+    let name = quote_ident(&a.name);
+    if let (Some((lo_a, hi_a)), Some((lo_b, hi_b))) = (int_range(a), int_range(b)) {
+        return (lo_a < lo_b || hi_a > hi_b)
+            .then(|| format!("({name} < {lo_b} OR {name} > {hi_b})"));
+    }
+    let (x, y) = (a.data_type.base.as_str(), b.data_type.base.as_str());
+    let textual = ["char", "varchar"];
+    let binary = ["binary", "varbinary"];
+    let (Some(la), Some(lb)) = (length(a), length(b)) else {
+        return None;
+    };
+    if lb >= la {
+        return None;
+    }
+    if textual.contains(&x) && textual.contains(&y) {
+        Some(format!("CHAR_LENGTH({name}) > {lb}"))
+    } else if binary.contains(&x) && binary.contains(&y) {
+        Some(format!("LENGTH({name}) > {lb}"))
+    } else {
+        None
+    }
+}
+
+/// Works out the shared key, the copied and compared columns, and the data checks.
+fn layout(spec: &ShadowSpec, original: &Table, shadow: &Table) -> Result<Layout, String> {
+    let renames: HashMap<&str, &str> = spec
+        .renames
+        .iter()
+        .map(|(from, to)| (from.as_str(), to.as_str()))
+        .collect();
+    let rename_targets: HashSet<&str> = renames.values().copied().collect();
+    for (from, to) in &spec.renames {
+        if original.column(from).is_none() || shadow.column(to).is_none() {
+            return Err(format!(
+                "the rename of `{from}` to `{to}` does not match the definitions (`{from}` must \
+                 exist now and `{to}` after the change)"
+            ));
+        }
+    }
+    let mut columns = Vec::new();
+    let mut compared = Vec::new();
+    let mut checks = Vec::new();
+    for column in &original.columns {
+        let target = match renames.get(column.name.as_str()) {
+            Some(to) => *to,
+            None if rename_targets.contains(column.name.as_str()) => continue,
+            None => column.name.as_str(),
+        };
+        let Some(new) = shadow.column(target) else {
+            continue;
+        };
+        if column.generated.is_some() || new.generated.is_some() {
+            continue;
+        }
+        columns.push((column.name.clone(), new.name.clone()));
+        if same_type(column, original, new, shadow) || widens(column, original, new, shadow) {
+            compared.push((column.name.clone(), new.name.clone()));
+        }
+        if column.nullable && !new.nullable {
+            checks.push(DataCheck::NotNull {
+                column: column.name.clone(),
+            });
+        }
+        if let Some(condition) = does_not_fit(column, new) {
+            checks.push(DataCheck::Fits {
+                column: column.name.clone(),
+                condition,
+                new_type: new.definition[new.data_type.span.0..new.data_type.span.1].to_string(),
+            });
+        }
+    }
+
+    let to_new: HashMap<&str, &str> = columns
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let to_old: HashMap<&str, &str> = columns
+        .iter()
+        .map(|(a, b)| (b.as_str(), a.as_str()))
+        .collect();
+    let shadow_unique: Vec<(&crate::schema::Index, Vec<KeyPart>)> = shadow
+        .indexes
+        .iter()
+        .filter(|i| matches!(i.kind, IndexKind::Primary | IndexKind::Unique))
+        .filter_map(|i| Some((i, key_parts(&i.definition)?)))
+        .collect();
+
+    let candidates = candidate_keys(original);
+    let key = candidates.iter().find_map(|(index, key)| {
+        let unchanged = key.iter().all(|k| {
+            to_new.get(k.name.as_str()) == Some(&k.name.as_str())
+                && match (original.column(&k.name), shadow.column(&k.name)) {
+                    (Some(a), Some(b)) => {
+                        same_type(a, original, b, shadow) && !b.nullable && b.generated.is_none()
+                    }
+                    _ => false,
+                }
+        });
+        if !unchanged {
+            return None;
+        }
+        let shadow_index = shadow_unique.iter().find(|(i, parts)| {
+            !i.definition.to_ascii_uppercase().contains("USING HASH")
+                && parts.len() == key.len()
+                && parts
+                    .iter()
+                    .zip(key)
+                    .all(|(p, k)| p.column == k.name && p.prefix.is_none() && !p.descending)
+        })?;
+        Some(Key {
+            columns: key.clone(),
+            index: index.name.clone(),
+            shadow_index: shadow_index.0.name.clone(),
+        })
+    });
+    let Some(key) = key else {
+        return Err(
+            "no PRIMARY KEY or UNIQUE key over NOT NULL columns stays the same through the \
+             change (same columns, same types, still unique): change the key in a deployment \
+             of its own, with the other changes after it"
+                .to_string(),
+        );
+    };
+
+    // UNIQUE keys the table does not already guarantee: duplicates would be dropped silently.
+    let old_unique: Vec<Vec<KeyPart>> = original
+        .indexes
+        .iter()
+        .filter(|i| matches!(i.kind, IndexKind::Primary | IndexKind::Unique))
+        .filter_map(|i| key_parts(&i.definition))
+        .collect();
+    for (index, parts) in &shadow_unique {
+        let Some(old_parts) = parts
+            .iter()
+            .map(|p| {
+                to_old.get(p.column.as_str()).map(|old| KeyPart {
+                    column: old.to_string(),
+                    prefix: p.prefix,
+                    descending: false,
+                })
+            })
+            .collect::<Option<Vec<_>>>()
+        else {
+            continue;
+        };
+        // Implied when an old unique key over whole columns uses only columns of this one.
+        let implied = old_unique.iter().any(|old| {
+            old.iter().all(|o| {
+                o.prefix.is_none()
+                    && old_parts
+                        .iter()
+                        .any(|p| p.column == o.column && p.prefix.is_none())
+            })
+        });
+        if !implied {
+            checks.push(DataCheck::Unique {
+                index: index.name.clone(),
+                parts: old_parts
+                    .into_iter()
+                    .map(|p| (p.column, p.prefix))
+                    .collect(),
+            });
+        }
+    }
+    Ok(Layout {
+        key,
+        columns,
+        compared,
+        checks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(sql: &str) -> Table {
+        Table::parse_canonical(sql).unwrap()
+    }
+
+    #[test]
+    fn key_parts_are_read_from_index_lines() {
+        assert_eq!(
+            key_parts("UNIQUE KEY `u(x)` (`a`,`b``c`(10) DESC)").unwrap(),
+            [
+                KeyPart {
+                    column: "a".into(),
+                    prefix: None,
+                    descending: false
+                },
+                KeyPart {
+                    column: "b`c".into(),
+                    prefix: Some(10),
+                    descending: true
+                },
+            ]
+        );
+        assert_eq!(key_parts("PRIMARY KEY (`id`)").unwrap().len(), 1);
+        assert!(key_parts("KEY `e` ((`a` + 1))").is_none());
+    }
+
+    #[test]
+    fn statements_are_pointed_at_the_shadow() {
+        assert_eq!(
+            rewrite_alter("alter  table `t` ADD COLUMN x int", "t", "`d`.`s`").unwrap(),
+            "ALTER TABLE `d`.`s` ADD COLUMN x int"
+        );
+        assert_eq!(
+            rewrite_alter("ALTER TABLE t\nDROP KEY k", "t", "S").unwrap(),
+            "ALTER TABLE S\nDROP KEY k"
+        );
+        assert!(rewrite_alter("ALTER TABLE `tt` ADD x int", "t", "S").is_none());
+        assert!(rewrite_alter("ALTER TABLE tt ADD x int", "t", "S").is_none());
+        assert!(rewrite_alter("DROP TABLE t", "t", "S").is_none());
+    }
+
+    #[test]
+    fn chunks_follow_the_time_budget_within_bounds() {
+        let target = Duration::from_millis(500);
+        assert_eq!(
+            next_chunk_size(1000, Duration::from_millis(250), target),
+            2000
+        );
+        assert_eq!(
+            next_chunk_size(1000, Duration::from_millis(1), target),
+            4000
+        );
+        assert_eq!(
+            next_chunk_size(1000, Duration::from_secs(100), target),
+            MIN_CHUNK
+        );
+        assert_eq!(
+            next_chunk_size(90_000, Duration::from_millis(10), target),
+            MAX_CHUNK
+        );
+    }
+
+    #[test]
+    fn composite_ranges_expand_per_column() {
+        let original = table(
+            "CREATE TABLE `t` (\n  `a` int(11) NOT NULL,\n  `b` varbinary(8) NOT NULL,\n  \
+             `c` int(11) DEFAULT NULL,\n  PRIMARY KEY (`a`,`b`)\n) ENGINE=InnoDB",
+        );
+        let spec = ShadowSpec {
+            database: "d".into(),
+            table: "t".into(),
+            shadow: "s".into(),
+            trigger_prefix: "p".into(),
+            statements: vec![],
+            renames: vec![],
+        };
+        let layout = layout(&spec, &original, &original).unwrap();
+        let shadow = Shadow {
+            spec,
+            layout,
+            resumed: false,
+        };
+        assert_eq!(
+            shadow.range_where(true, true),
+            " WHERE (((`a` > ?) OR (`a` = ? AND `b` > UNHEX(?)))) AND \
+             (((`a` < ?) OR (`a` = ? AND `b` <= UNHEX(?))))"
+        );
+        let lo = [Json::from(1), Json::from("ff00")];
+        let hi = [Json::from(2), Json::from("00")];
+        let params = shadow.range_params(Some(&lo), Some(&hi));
+        assert_eq!(
+            params,
+            [
+                Value::Int(1),
+                Value::Int(1),
+                Value::Bytes(b"ff00".to_vec()),
+                Value::Int(2),
+                Value::Int(2),
+                Value::Bytes(b"00".to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn widenings_are_compared_and_narrowings_checked() {
+        let a = table(
+            "CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  `v` varchar(20) DEFAULT NULL,\n  \
+             `n` int(11) DEFAULT NULL,\n  `d` decimal(5,1) DEFAULT NULL,\n  \
+             PRIMARY KEY (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        );
+        let b = table(
+            "CREATE TABLE `s` (\n  `id` int(11) NOT NULL,\n  `v` varchar(10) DEFAULT NULL,\n  \
+             `n` bigint(20) NOT NULL,\n  `d` decimal(6,2) DEFAULT NULL,\n  \
+             PRIMARY KEY (`id`),\n  UNIQUE KEY `uv` (`v`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        );
+        let spec = ShadowSpec {
+            database: "d".into(),
+            table: "t".into(),
+            shadow: "s".into(),
+            trigger_prefix: "p".into(),
+            statements: vec![],
+            renames: vec![],
+        };
+        let l = layout(&spec, &a, &b).unwrap();
+        let compared: Vec<&str> = l.compared.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(compared, ["id", "n"]);
+        assert!(matches!(&l.checks[0], DataCheck::Fits { column, .. } if column == "v"));
+        assert!(matches!(&l.checks[1], DataCheck::NotNull { column } if column == "n"));
+        assert!(matches!(&l.checks[2], DataCheck::Unique { index, .. } if index == "uv"));
+    }
+}

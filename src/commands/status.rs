@@ -1,0 +1,114 @@
+//! `schemagate status`, `seal` and `cancel`: a deployment, looked up on the shards themselves.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use reconciler::deploy::state::CellState;
+use reconciler::deploy::{self, Fleet};
+use reconciler::source;
+
+use crate::output::{self, Format};
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// The deployment id (default: the latest deployment of each keyspace).
+    pub deployment: Option<String>,
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    #[arg(long)]
+    pub keyspace: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(clap::Args)]
+pub struct IdArgs {
+    pub deployment: String,
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    #[arg(long)]
+    pub keyspace: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+async fn config(repo: &std::path::Path) -> anyhow::Result<source::Desired> {
+    source::load(repo, None)
+        .await
+        .with_context(|| format!("reading {}", repo.display()))
+}
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let desired = config(&args.repo).await?;
+    let mut found = Vec::new();
+    for keyspace in super::keyspaces(&desired, args.keyspace.as_deref())? {
+        let fleet = Fleet::new(keyspace);
+        let deployment = fleet.deployment(args.deployment.as_deref()).await;
+        fleet.disconnect().await;
+        found.extend(deployment?);
+    }
+    if found.is_empty() {
+        if let Some(id) = &args.deployment {
+            anyhow::bail!("no deployment {id} on any reachable shard");
+        }
+    }
+    output::print_deployments(&found, args.format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The keyspace whose shards know deployment `id`, with its fleet.
+async fn locate(desired: &source::Desired, args: &IdArgs) -> anyhow::Result<Fleet> {
+    for keyspace in super::keyspaces(desired, args.keyspace.as_deref())? {
+        let fleet = Fleet::new(keyspace);
+        if fleet.deployment(Some(&args.deployment)).await?.is_some() {
+            return Ok(fleet);
+        }
+        fleet.disconnect().await;
+    }
+    anyhow::bail!(
+        "no deployment {} on any reachable shard of the configured keyspaces",
+        args.deployment
+    )
+}
+
+pub async fn seal(args: IdArgs) -> anyhow::Result<ExitCode> {
+    let desired = config(&args.repo).await?;
+    let fleet = locate(&desired, &args).await?;
+    let result = deploy::seal::seal(&fleet, &args.deployment, &Default::default()).await;
+    let after = fleet.deployment(Some(&args.deployment)).await;
+    fleet.disconnect().await;
+    result?;
+    let after: Vec<_> = after?.into_iter().collect();
+    output::print_deployments(&after, args.format)?;
+    let sealed = after.iter().all(|d| d.state == CellState::Sealed);
+    Ok(if sealed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+pub async fn cancel(args: IdArgs) -> anyhow::Result<ExitCode> {
+    let desired = config(&args.repo).await?;
+    let fleet = locate(&desired, &args).await?;
+    let result = deploy::cancel(&fleet, &args.deployment).await;
+    fleet.disconnect().await;
+    let leftovers = result?;
+    for (shard, error) in &leftovers {
+        eprintln!(
+            "shard {shard} still needs cleaning ({error}); run cancel again when it is reachable"
+        );
+    }
+    if leftovers.is_empty() && args.format == Format::Text {
+        println!(
+            "deployment {} cancelled; every artifact removed",
+            args.deployment
+        );
+    }
+    Ok(if leftovers.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}

@@ -1,0 +1,301 @@
+//! `schemagate apply`, `status`, `seal` and `cancel` end to end on real sandbox shards, with a
+//! concurrent writer proving that nothing is lost.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use mysql_async::prelude::*;
+use support::*;
+
+const ROWS: u64 = 20_000;
+
+const DESIRED: &str = "create table items (
+  id bigint not null primary key,
+  val int not null,
+  note varchar(200) not null default '',
+  added int default 7,
+  key (val)
+);
+create table labels (id int primary key, name varchar(20));
+";
+
+fn seed(rows: u64) -> String {
+    format!(
+        "CREATE TABLE items (id bigint NOT NULL PRIMARY KEY, val int NOT NULL, note varchar(40) NOT NULL DEFAULT '') ENGINE=InnoDB;
+         INSERT INTO items (id, val, note) SELECT seq, seq % 1000, CONCAT('n', seq) FROM seq_1_to_{rows};"
+    )
+}
+
+/// What the writer believes each shard's `items` holds: id → val.
+type Model = BTreeMap<i64, i64>;
+
+/// Random inserts, updates, primary-key-changing updates and deletes, until stopped.
+async fn writer(
+    dsn: String,
+    database: String,
+    mut model: Model,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+) -> Model {
+    let opts = mysql_async::Opts::from_url(&format!("{dsn}/{database}")).expect("dsn");
+    let mut conn = mysql_async::Conn::new(opts).await.expect("writer connects");
+    let mut state = seed;
+    let mut next_id = ROWS as i64 + 1 + (seed as i64) * 1_000_000;
+    let mut rand = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let keys: Vec<i64> = model.keys().copied().collect();
+        let pick = keys[rand(keys.len() as u64) as usize];
+        let val = rand(100_000) as i64;
+        let (sql, params, apply): (
+            &str,
+            Vec<mysql_async::Value>,
+            Box<dyn FnOnce(&mut Model) + Send>,
+        ) = match rand(4) {
+            0 => {
+                let id = next_id;
+                next_id += 1;
+                (
+                    "INSERT INTO items (id, val) VALUES (?, ?)",
+                    vec![id.into(), val.into()],
+                    Box::new(move |m| {
+                        m.insert(id, val);
+                    }),
+                )
+            }
+            1 => (
+                "UPDATE items SET val = ? WHERE id = ?",
+                vec![val.into(), pick.into()],
+                Box::new(move |m| {
+                    m.insert(pick, val);
+                }),
+            ),
+            2 => {
+                let id = next_id;
+                next_id += 1;
+                (
+                    "UPDATE items SET id = ? WHERE id = ?",
+                    vec![id.into(), pick.into()],
+                    Box::new(move |m| {
+                        if let Some(v) = m.remove(&pick) {
+                            m.insert(id, v);
+                        }
+                    }),
+                )
+            }
+            _ => (
+                "DELETE FROM items WHERE id = ?",
+                vec![pick.into()],
+                Box::new(move |m| {
+                    m.remove(&pick);
+                }),
+            ),
+        };
+        // A statement either commits (autocommit) or fails as a whole: the model follows.
+        if conn.exec_drop(sql, params).await.is_ok() {
+            apply(&mut model);
+        }
+    }
+    model
+}
+
+fn content(dsn: &str, database: &str) -> Model {
+    runtime().block_on(async {
+        let opts = mysql_async::Opts::from_url(&format!("{dsn}/{database}")).expect("dsn");
+        let mut conn = mysql_async::Conn::new(opts).await.expect("connect");
+        let rows: Vec<(i64, i64)> = conn
+            .query("SELECT id, val FROM items ORDER BY id")
+            .await
+            .expect("read items");
+        rows.into_iter().collect()
+    })
+}
+
+fn initial_model() -> Model {
+    (1..=ROWS as i64).map(|i| (i, i % 1000)).collect()
+}
+
+#[test]
+fn apply_stages_and_seals_every_shard_without_losing_writes() {
+    let [a, b, ..] = servers() else {
+        panic!("two servers")
+    };
+    let db = database(&[a, b], "deploy", &seed(ROWS));
+    let dir = repo(
+        &config("app", &db, &[("-80", a.dsn()), ("80-", b.dsn())]),
+        &[("app/items.sql", DESIRED)],
+    );
+    let repo_arg = dir.path().to_str().unwrap().to_string();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = [(a, 1u64), (b, 2u64)]
+        .iter()
+        .map(|(server, seed)| {
+            rt.spawn(writer(
+                server.dsn(),
+                db.clone(),
+                initial_model(),
+                stop.clone(),
+                *seed,
+            ))
+        })
+        .collect();
+
+    let out = schemagate(&["apply", "--repo", &repo_arg, "--yes", "--format", "json"]);
+    stop.store(true, Ordering::Relaxed);
+    let models: Vec<Model> = writers
+        .into_iter()
+        .map(|w| rt.block_on(w).unwrap())
+        .collect();
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+
+    let result: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let deployment = &result["deployments"][0];
+    assert_eq!(deployment["state"], "sealed");
+    let skew = deployment["seal_skew_ms"]
+        .as_f64()
+        .expect("seal skew recorded");
+    assert!(skew < 1000.0, "skew {skew} ms");
+    for shard in deployment["shards"].as_array().unwrap() {
+        let at = shard["sealed_at"].as_str().expect("sealed_at");
+        assert!(
+            at.contains('T') && at.ends_with('Z') && at.split('.').nth(1).unwrap().len() == 7,
+            "RFC 3339 with µs: {at}"
+        );
+    }
+
+    // Every write the writer saw succeed is there, on both shards, in the new schema.
+    for (server, model) in [a, b].iter().zip(&models) {
+        assert_eq!(
+            &content(&server.dsn(), &db),
+            model,
+            "shard on port {}",
+            server.port()
+        );
+    }
+    let fresh = database(&[a], "deploy_ref", DESIRED);
+    let want = show_tables(a, &fresh);
+    assert_eq!(show_tables(a, &db), want);
+    assert_eq!(show_tables(b, &db), want);
+    let again = schemagate(&["plan", "--repo", &repo_arg]);
+    assert_eq!(code(&again), 0, "{}", stdout(&again));
+
+    // The old table is kept under its retention name; no capture trigger survives the seal.
+    let id = deployment["id"].as_str().unwrap();
+    let leftovers = runtime().block_on(async {
+        let opts = mysql_async::Opts::from_url(&a.dsn()).unwrap();
+        let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+        let tables: Vec<String> = conn
+            .exec("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY 1", (&db,))
+            .await
+            .unwrap();
+        let triggers: Vec<String> = conn
+            .exec("SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ?", (&db,))
+            .await
+            .unwrap();
+        (tables, triggers)
+    });
+    let mut tables = leftovers.0;
+    tables.sort();
+    assert_eq!(
+        tables,
+        vec![
+            format!("_sg{id}_old_items"),
+            "items".into(),
+            "labels".into()
+        ]
+    );
+    assert!(leftovers.1.is_empty(), "{:?}", leftovers.1);
+}
+
+#[test]
+fn manual_seal_resume_and_cancel() {
+    let [a, b, ..] = servers() else {
+        panic!("two servers")
+    };
+    let db = database(&[a, b], "manual", &seed(2000));
+    let dir = repo(
+        &config("app", &db, &[("x", a.dsn()), ("y", b.dsn())]),
+        &[("app/items.sql", DESIRED)],
+    );
+    let repo_arg = dir.path().to_str().unwrap().to_string();
+
+    let first = schemagate(&[
+        "apply", "--repo", &repo_arg, "--yes", "--seal", "manual", "--format", "json",
+    ]);
+    assert_eq!(code(&first), 0, "{}{}", stdout(&first), stderr(&first));
+    let first: serde_json::Value = serde_json::from_str(&stdout(&first)).unwrap();
+    let id = first["deployments"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(first["deployments"][0]["state"], "ready");
+
+    // Applying the same target again resumes the same deployment.
+    let second = schemagate(&[
+        "apply", "--repo", &repo_arg, "--yes", "--seal", "manual", "--format", "json",
+    ]);
+    let second: serde_json::Value = serde_json::from_str(&stdout(&second)).unwrap();
+    assert_eq!(second["deployments"][0]["id"], id.as_str());
+
+    // Cancel removes every artifact and leaves the tables as they were.
+    let before = show_tables(a, &db);
+    let cancel = schemagate(&["cancel", &id, "--repo", &repo_arg]);
+    assert_eq!(code(&cancel), 0, "{}{}", stdout(&cancel), stderr(&cancel));
+    assert_eq!(show_tables(a, &db), before);
+    let artifacts = runtime().block_on(async {
+        let opts = mysql_async::Opts::from_url(&b.dsn()).unwrap();
+        let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+        let n: Option<u64> = conn
+            .exec_first(
+                "SELECT (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME LIKE '\\_sg%') + (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ?)",
+                (&db, &db),
+            )
+            .await
+            .unwrap();
+        n
+    });
+    assert_eq!(artifacts, Some(0));
+
+    // A new deployment, sealed by the seal command.
+    let staged = schemagate(&[
+        "apply", "--repo", &repo_arg, "--yes", "--seal", "manual", "--format", "json",
+    ]);
+    assert_eq!(code(&staged), 0, "{}", stderr(&staged));
+    let staged: serde_json::Value = serde_json::from_str(&stdout(&staged)).unwrap();
+    let id = staged["deployments"][0]["id"].as_str().unwrap().to_string();
+    let sealed = schemagate(&["seal", &id, "--repo", &repo_arg, "--format", "json"]);
+    assert_eq!(code(&sealed), 0, "{}{}", stdout(&sealed), stderr(&sealed));
+    let status = schemagate(&["status", &id, "--repo", &repo_arg]);
+    assert!(stdout(&status).contains("seal skew"), "{}", stdout(&status));
+    assert_eq!(code(&schemagate(&["plan", "--repo", &repo_arg])), 0);
+}
+
+#[test]
+fn destructive_changes_need_allow_unsafe() {
+    let [a, ..] = servers() else {
+        panic!("a server")
+    };
+    let db = database(
+        &[a],
+        "unsafe",
+        "CREATE TABLE doomed (id int PRIMARY KEY); CREATE TABLE kept (id int PRIMARY KEY);",
+    );
+    let dir = repo(
+        &config("app", &db, &[("0", a.dsn())]),
+        &[("app/kept.sql", "create table kept (id int primary key);")],
+    );
+    let out = schemagate(&["apply", "--repo", dir.path().to_str().unwrap(), "--yes"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("--allow-unsafe"), "{}", stderr(&out));
+    assert_eq!(show_tables(a, &db).len(), 2, "nothing was touched");
+}
