@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::Serialize;
 
 use crate::schema::sql::quote_ident;
-use crate::schema::{Column, ColumnType, IndexKind, Table};
+use crate::schema::{Column, ColumnType, ForeignKey, Generated, Index, IndexKind, Table};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -64,29 +64,64 @@ struct TableDiff {
 /// Diffs a whole database. Statement order makes the plan executable as is: foreign keys and
 /// checks are dropped first, tables altered, new tables created (referenced ones first),
 /// foreign keys added, and dropped tables removed last (referencing ones first).
+///
+/// With `foreign_key_checks` on, the server refuses to change the type or collation of a
+/// column a foreign key uses, on either side, and to drop a column a foreign key of another
+/// table references; such foreign keys are dropped first and added back last, and a table
+/// about to be dropped first lets go of the tables that change. Tables created in a
+/// reference cycle get the foreign keys that close it once all of them exist.
 pub fn diff_schemas(
     live: &BTreeMap<String, Table>,
     desired: &BTreeMap<String, Table>,
 ) -> SchemaDiff {
     let mut out = SchemaDiff::default();
-    let mut pre = Vec::new();
-    let mut main = Vec::new();
-    let mut partitioning = Vec::new();
-    let mut post = Vec::new();
+    let mut phases = Phases::default();
+    let retyped = retyped_columns(live, desired);
+    let mut altered: BTreeSet<&str> = BTreeSet::new();
     for (name, want) in desired {
         let Some(have) = live.get(name) else { continue };
-        let diff = match diff_table(have, want) {
-            Ok(diff) => diff,
-            Err(e) => {
-                out.errors.push(e);
-                continue;
+        let cycled = foreign_keys_to_cycle(have, want, &retyped);
+        match diff_table(have, want, &cycled) {
+            Ok(diff) => {
+                if !diff.main.is_empty() || diff.partitioning.is_some() {
+                    altered.insert(name.as_str());
+                }
+                phases.add(name, diff);
             }
-        };
+            Err(e) => out.errors.push(e),
+        }
+    }
+    let creates = create_tables(live, desired, &mut phases.post);
+    let drops = drop_tables(live, desired, &altered, &mut phases.pre);
+    out.changes = phases
+        .pre
+        .into_iter()
+        .chain(phases.main)
+        .chain(creates)
+        .chain(phases.post)
+        .chain(drops)
+        .collect();
+    out
+}
+
+/// The ALTER statements of a plan by phase.
+#[derive(Default)]
+struct Phases {
+    pre: Vec<Change>,
+    main: Vec<Change>,
+    post: Vec<Change>,
+}
+
+impl Phases {
+    /// Adds a table's statements. A partitioning change ends its main ALTER, so that the
+    /// rows are copied once and the columns and keys the new partitioning needs (or the old
+    /// one used) change in the same statement.
+    fn add(&mut self, name: &str, diff: TableDiff) {
         let alter = |clauses: &[String]| {
             format!("ALTER TABLE {} {}", quote_ident(name), clauses.join(", "))
         };
         if !diff.pre.is_empty() {
-            pre.push(change(
+            self.pre.push(change(
                 name,
                 ChangeKind::Alter,
                 alter(&diff.pre),
@@ -94,26 +129,30 @@ pub fn diff_schemas(
                 vec![],
             ));
         }
-        if !diff.main.is_empty() {
-            main.push(change(
+        let mut warnings = diff.warnings;
+        let main = match (diff.main.is_empty(), diff.partitioning) {
+            (true, None) => None,
+            (false, None) => Some(alter(&diff.main)),
+            (true, Some((clause, more))) => {
+                warnings.extend(more);
+                Some(alter(&[clause]))
+            }
+            (false, Some((clause, more))) => {
+                warnings.extend(more);
+                Some(format!("{} {clause}", alter(&diff.main)))
+            }
+        };
+        if let Some(statement) = main {
+            self.main.push(change(
                 name,
                 ChangeKind::Alter,
-                alter(&diff.main),
+                statement,
                 diff.reasons,
-                diff.warnings,
-            ));
-        }
-        if let Some((clause, warnings)) = diff.partitioning {
-            partitioning.push(change(
-                name,
-                ChangeKind::Alter,
-                alter(&[clause]),
-                vec![],
                 warnings,
             ));
         }
         if !diff.post.is_empty() {
-            post.push(change(
+            self.post.push(change(
                 name,
                 ChangeKind::Alter,
                 alter(&diff.post),
@@ -122,42 +161,82 @@ pub fn diff_schemas(
             ));
         }
     }
+}
+
+/// CREATE TABLE for every new table, referenced ones first. A foreign key on a new table that
+/// is created later (a reference cycle) is left out of the CREATE and added in `post`.
+fn create_tables(
+    live: &BTreeMap<String, Table>,
+    desired: &BTreeMap<String, Table>,
+    post: &mut Vec<Change>,
+) -> Vec<Change> {
     let created: Vec<&Table> = desired
         .values()
         .filter(|t| !live.contains_key(&t.name))
         .collect();
-    let creates = dependency_order(&created).into_iter().map(|t| {
-        change(
-            &t.name,
-            ChangeKind::Create,
-            t.create_sql.clone(),
-            vec![],
-            vec![],
-        )
-    });
+    let mut pending: BTreeSet<&str> = created.iter().map(|t| t.name.as_str()).collect();
+    let mut out = Vec::new();
+    for t in dependency_order(&created) {
+        pending.remove(t.name.as_str());
+        let deferred: Vec<&str> = t
+            .foreign_keys
+            .iter()
+            .filter(|fk| {
+                fk.referenced_database.is_none() && pending.contains(fk.referenced_table.as_str())
+            })
+            .map(|fk| fk.definition.as_str())
+            .collect();
+        let create = t.create_sql_without(&deferred);
+        out.push(change(&t.name, ChangeKind::Create, create, vec![], vec![]));
+        if !deferred.is_empty() {
+            let clauses: Vec<String> = deferred.iter().map(|d| format!("ADD {d}")).collect();
+            let statement = format!(
+                "ALTER TABLE {} {}",
+                quote_ident(&t.name),
+                clauses.join(", ")
+            );
+            post.push(change(
+                &t.name,
+                ChangeKind::Alter,
+                statement,
+                vec![],
+                vec![],
+            ));
+        }
+    }
+    out
+}
+
+/// DROP TABLE for every table that is not desired, referencing ones first. Before anything
+/// changes, a dropped table lets go of the tables this plan alters (their columns may change
+/// before it goes) and of dropped tables that go before it (a reference cycle).
+fn drop_tables(
+    live: &BTreeMap<String, Table>,
+    desired: &BTreeMap<String, Table>,
+    altered: &BTreeSet<&str>,
+    pre: &mut Vec<Change>,
+) -> Vec<Change> {
     let dropped: Vec<&Table> = live
         .values()
         .filter(|t| !desired.contains_key(&t.name))
         .collect();
-    let mut drop_order = dependency_order(&dropped);
-    drop_order.reverse();
-    let drops = drop_order.into_iter().map(|t| {
-        change(
+    let mut order = dependency_order(&dropped);
+    order.reverse();
+    let mut gone: BTreeSet<&str> = BTreeSet::new();
+    let mut out = Vec::new();
+    for t in order {
+        pre.extend(release_references(t, |name| {
+            altered.contains(name) || gone.contains(name)
+        }));
+        gone.insert(t.name.as_str());
+        out.push(change(
             &t.name,
             ChangeKind::Drop,
             format!("DROP TABLE {}", quote_ident(&t.name)),
             vec![format!("drops table `{}` and all its rows", t.name)],
             vec![],
-        )
-    });
-    out.changes = pre
-        .into_iter()
-        .chain(main)
-        .chain(partitioning)
-        .chain(creates)
-        .chain(post)
-        .chain(drops)
-        .collect();
+        ));
+    }
     out
 }
 
@@ -207,7 +286,101 @@ fn dependency_order<'a>(tables: &[&'a Table]) -> Vec<&'a Table> {
     order
 }
 
-fn diff_table(have: &Table, want: &Table) -> Result<TableDiff, DiffError> {
+/// Per desired table, the columns whose type or collation changes or which are re-created.
+fn retyped_columns<'a>(
+    live: &BTreeMap<String, Table>,
+    desired: &'a BTreeMap<String, Table>,
+) -> BTreeMap<&'a str, BTreeSet<&'a str>> {
+    let mut out = BTreeMap::new();
+    for (name, want) in desired {
+        let Some(have) = live.get(name) else { continue };
+        let renames = renames(have, want);
+        let columns: BTreeSet<&str> = want
+            .columns
+            .iter()
+            .filter(|c| {
+                live_column(have, &renames, c).is_some_and(|old| {
+                    type_text(old) != type_text(c)
+                        || effective(old, have).1 != effective(c, want).1
+                        || recreated(old, c)
+                })
+            })
+            .map(|c| c.name.as_str())
+            .collect();
+        if !columns.is_empty() {
+            out.insert(name.as_str(), columns);
+        }
+    }
+    out
+}
+
+/// Names of unchanged foreign keys of `want` that use a retyped column on either side.
+fn foreign_keys_to_cycle<'a>(
+    have: &Table,
+    want: &'a Table,
+    retyped: &BTreeMap<&str, BTreeSet<&str>>,
+) -> BTreeSet<&'a str> {
+    let uses = |table: &str, columns: &[String]| {
+        retyped
+            .get(table)
+            .is_some_and(|r| columns.iter().any(|c| r.contains(c.as_str())))
+    };
+    want.foreign_keys
+        .iter()
+        .filter(|fk| {
+            have.foreign_keys
+                .iter()
+                .any(|h| h.name == fk.name && h.definition == fk.definition)
+        })
+        .filter(|fk| {
+            uses(&want.name, &fk.columns)
+                || (fk.referenced_database.is_none()
+                    && uses(&fk.referenced_table, &fk.referenced_columns))
+        })
+        .map(|fk| fk.name.as_str())
+        .collect()
+}
+
+/// Drops the foreign keys of a table about to be dropped that reference a table for which
+/// `release` holds.
+fn release_references(table: &Table, release: impl Fn(&str) -> bool) -> Option<Change> {
+    let clauses: Vec<String> = table
+        .foreign_keys
+        .iter()
+        .filter(|fk| {
+            fk.referenced_database.is_none()
+                && fk.referenced_table != table.name
+                && release(&fk.referenced_table)
+        })
+        .map(|fk| format!("DROP FOREIGN KEY {}", quote_ident(&fk.name)))
+        .collect();
+    (!clauses.is_empty()).then(|| {
+        change(
+            &table.name,
+            ChangeKind::Alter,
+            format!(
+                "ALTER TABLE {} {}",
+                quote_ident(&table.name),
+                clauses.join(", ")
+            ),
+            vec![],
+            vec![],
+        )
+    })
+}
+
+fn type_text(column: &Column) -> &str {
+    let (start, end) = column.data_type.span;
+    column.definition.get(start..end).unwrap_or_default()
+}
+
+/// MariaDB cannot turn a column into or out of a generated one, nor switch VIRTUAL and
+/// STORED, in place: such a column is dropped and added again.
+fn recreated(old: &Column, new: &Column) -> bool {
+    old.generated != new.generated
+}
+
+fn diff_table(have: &Table, want: &Table, cycled: &BTreeSet<&str>) -> Result<TableDiff, DiffError> {
     let fail = |message: String| DiffError {
         table: want.name.clone(),
         message,
@@ -219,56 +392,12 @@ fn diff_table(have: &Table, want: &Table) -> Result<TableDiff, DiffError> {
         )));
     }
     let mut d = TableDiff::default();
-
-    // Foreign keys and checks: drop first, add last (same-name replacement cannot share one ALTER).
-    let have_fks: HashMap<&str, &str> = have
-        .foreign_keys
-        .iter()
-        .map(|f| (f.name.as_str(), f.definition.as_str()))
-        .collect();
-    let want_fks: HashMap<&str, &str> = want
-        .foreign_keys
-        .iter()
-        .map(|f| (f.name.as_str(), f.definition.as_str()))
-        .collect();
-    for fk in &have.foreign_keys {
-        if want_fks.get(fk.name.as_str()) != Some(&fk.definition.as_str()) {
-            d.pre
-                .push(format!("DROP FOREIGN KEY {}", quote_ident(&fk.name)));
-        }
-    }
-    for fk in &want.foreign_keys {
-        if have_fks.get(fk.name.as_str()) != Some(&fk.definition.as_str()) {
-            d.post.push(format!("ADD {}", fk.definition));
-        }
-    }
-    let have_checks: HashMap<&str, &str> = have
-        .checks
-        .iter()
-        .map(|c| (c.name.as_str(), c.definition.as_str()))
-        .collect();
-    let want_checks: HashMap<&str, &str> = want
-        .checks
-        .iter()
-        .map(|c| (c.name.as_str(), c.definition.as_str()))
-        .collect();
-    for check in &have.checks {
-        if want_checks.get(check.name.as_str()) != Some(&check.definition.as_str()) {
-            d.pre
-                .push(format!("DROP CONSTRAINT {}", quote_ident(&check.name)));
-        }
-    }
-    for check in &want.checks {
-        if have_checks.get(check.name.as_str()) != Some(&check.definition.as_str()) {
-            d.post.push(format!("ADD {}", check.definition));
-            d.warnings.push(format!(
-                "adding check `{}` fails if existing rows violate it",
-                check.name
-            ));
-        }
-    }
-
-    diff_indexes(have, want, &mut d);
+    let recreated = recreated_columns(have, want);
+    let mut cycled = cycled.clone();
+    cycled.extend(constraints_using(want, &recreated));
+    let added_fks = diff_constraints(have, want, &cycled, &mut d);
+    let rebuilt = keys_behind_foreign_keys(have, want, &added_fks);
+    diff_indexes(have, want, &rebuilt, &mut d);
     diff_columns(have, want, &mut d);
     diff_options(have, want, &mut d).map_err(fail)?;
 
@@ -285,6 +414,143 @@ fn diff_table(have: &Table, want: &Table) -> Result<TableDiff, DiffError> {
         });
     }
     Ok(d)
+}
+
+/// Desired names of the columns that are dropped and added again (see [`recreated`]).
+fn recreated_columns<'a>(have: &Table, want: &'a Table) -> BTreeSet<&'a str> {
+    let renames = renames(have, want);
+    want.columns
+        .iter()
+        .filter(|c| live_column(have, &renames, c).is_some_and(|old| recreated(old, c)))
+        .map(|c| c.name.as_str())
+        .collect()
+}
+
+/// Foreign keys and checks of `want` that name one of `columns`: the server refuses to drop a
+/// column they use, even to add it back in the same statement.
+fn constraints_using<'a>(want: &'a Table, columns: &BTreeSet<&str>) -> Vec<&'a str> {
+    let fks = want
+        .foreign_keys
+        .iter()
+        .filter(|fk| fk.columns.iter().any(|c| columns.contains(c.as_str())))
+        .map(|fk| fk.name.as_str());
+    let checks = want
+        .checks
+        .iter()
+        .filter(|check| {
+            columns
+                .iter()
+                .any(|c| check.definition.contains(&quote_ident(c)))
+        })
+        .map(|check| check.name.as_str());
+    fks.chain(checks).collect()
+}
+
+/// Foreign keys and checks: dropped first, added last (a same-name replacement cannot share
+/// one ALTER). `cycled` names unchanged ones that must be dropped and added back all the same.
+/// Returns the foreign keys that are added.
+fn diff_constraints<'a>(
+    have: &Table,
+    want: &'a Table,
+    cycled: &BTreeSet<&str>,
+    d: &mut TableDiff,
+) -> Vec<&'a ForeignKey> {
+    let have_fks: Vec<(&str, &str)> = have
+        .foreign_keys
+        .iter()
+        .map(|f| (&*f.name, &*f.definition))
+        .collect();
+    let want_fks: Vec<(&str, &str)> = want
+        .foreign_keys
+        .iter()
+        .map(|f| (&*f.name, &*f.definition))
+        .collect();
+    let have_checks: Vec<(&str, &str)> = have
+        .checks
+        .iter()
+        .map(|c| (&*c.name, &*c.definition))
+        .collect();
+    let want_checks: Vec<(&str, &str)> = want
+        .checks
+        .iter()
+        .map(|c| (&*c.name, &*c.definition))
+        .collect();
+    let keeps = |element: (&str, &str), other: &[(&str, &str)]| {
+        !cycled.contains(element.0) && other.contains(&element)
+    };
+    for fk in &have_fks {
+        if !keeps(*fk, &want_fks) {
+            d.pre
+                .push(format!("DROP FOREIGN KEY {}", quote_ident(fk.0)));
+        }
+    }
+    for check in &have_checks {
+        if !keeps(*check, &want_checks) {
+            d.pre
+                .push(format!("DROP CONSTRAINT {}", quote_ident(check.0)));
+        }
+    }
+    let mut added = Vec::new();
+    for (fk, pair) in want.foreign_keys.iter().zip(&want_fks) {
+        if !keeps(*pair, &have_fks) {
+            d.post.push(format!("ADD {}", fk.definition));
+            added.push(fk);
+        }
+    }
+    for check in &want_checks {
+        if keeps(*check, &have_checks) {
+            continue;
+        }
+        d.post.push(format!("ADD {}", check.1));
+        if !have_checks.contains(check) {
+            d.warnings.push(format!(
+                "adding check `{}` fails if existing rows violate it",
+                check.0
+            ));
+        }
+    }
+    added
+}
+
+/// Existing plain keys on exactly the columns of a foreign key that is added under another
+/// name, when the server may have created the key implicitly for an earlier foreign key: it
+/// is named after the first column, or after a live foreign key. The server replaces such a
+/// key with one named after the new constraint (nothing shows whether it was implicit);
+/// re-created explicitly in the main ALTER, it is kept. Key name → foreign key name.
+fn keys_behind_foreign_keys<'a>(
+    have: &Table,
+    want: &'a Table,
+    added: &[&'a ForeignKey],
+) -> BTreeMap<&'a str, &'a str> {
+    let mut out = BTreeMap::new();
+    for fk in added {
+        let key = want
+            .indexes
+            .iter()
+            .find(|i| i.kind == IndexKind::Plain && i.columns == fk.columns && i.name != fk.name);
+        let Some(key) = key else { continue };
+        let live = have
+            .indexes
+            .iter()
+            .any(|h| h.name == key.name && h.definition == key.definition);
+        if live && may_be_implicit(&key.name, &fk.columns, have) {
+            out.insert(key.name.as_str(), fk.name.as_str());
+        }
+    }
+    out
+}
+
+/// The names the server gives the key it creates for a foreign key: the constraint's name,
+/// else the first column's, with `_2`, `_3`, … when taken.
+fn may_be_implicit(key: &str, columns: &[String], have: &Table) -> bool {
+    let after_column = columns.first().is_some_and(|first| {
+        key == first
+            || key
+                .strip_prefix(first.as_str())
+                .and_then(|rest| rest.strip_prefix('_'))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    after_column || have.foreign_keys.iter().any(|fk| fk.name == key)
 }
 
 fn clause_rank(clause: &str) -> u8 {
@@ -307,71 +573,176 @@ fn clause_rank(clause: &str) -> u8 {
     }
 }
 
-fn diff_indexes(have: &Table, want: &Table, d: &mut TableDiff) {
-    let have_by_name: HashMap<&str, &crate::schema::Index> =
-        have.indexes.iter().map(|i| (i.name.as_str(), i)).collect();
-    let want_by_name: HashMap<&str, &crate::schema::Index> =
-        want.indexes.iter().map(|i| (i.name.as_str(), i)).collect();
-    let mut dropped: Vec<&crate::schema::Index> = have
+/// What the ALTER does to one desired key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate<'a> {
+    /// Unchanged: it stays where it is.
+    Kept,
+    /// The same key under a new name: `RENAME INDEX` keeps its place.
+    Renamed(&'a Index),
+    /// Created by the ALTER: new, changed, or rebuilt.
+    Added,
+}
+
+/// Why an unchanged key is rebuilt.
+enum Rebuild<'a> {
+    /// To keep the foreign key's key (see [`keys_behind_foreign_keys`]).
+    ForeignKey(&'a str),
+    /// To be listed where it is declared (see [`keep_declared_order`]).
+    Order,
+}
+
+fn diff_indexes(have: &Table, want: &Table, rebuilt: &BTreeMap<&str, &str>, d: &mut TableDiff) {
+    let mut fates = index_fates(have, want, rebuilt);
+    let mut reasons: BTreeMap<&str, Rebuild> = rebuilt
+        .iter()
+        .map(|(key, fk)| (*key, Rebuild::ForeignKey(fk)))
+        .collect();
+    for i in keep_declared_order(want, &mut fates) {
+        reasons
+            .entry(want.indexes[i].name.as_str())
+            .or_insert(Rebuild::Order);
+    }
+    let survivors: BTreeSet<&str> = want
         .indexes
         .iter()
-        .filter(|i| {
-            want_by_name
-                .get(i.name.as_str())
-                .map(|w| w.definition != i.definition)
-                .unwrap_or(true)
+        .zip(&fates)
+        .filter_map(|(index, fate)| match fate {
+            Fate::Kept => Some(index.name.as_str()),
+            Fate::Renamed(old) => Some(old.name.as_str()),
+            Fate::Added => None,
         })
         .collect();
-    for index in &want.indexes {
-        if have_by_name
-            .get(index.name.as_str())
-            .map(|h| h.definition == index.definition)
-            .unwrap_or(false)
-        {
-            continue;
-        }
-        // Same shape under another name, and that name is going away: a rename, not a rebuild.
-        let renamed = (!have_by_name.contains_key(index.name.as_str())
-            && index.kind != IndexKind::Primary)
-            .then(|| {
-                dropped.iter().position(|h| {
-                    !want_by_name.contains_key(h.name.as_str()) && h.shape() == index.shape()
-                })
-            })
-            .flatten();
-        if let Some(at) = renamed {
-            let old = dropped.remove(at);
-            d.main.push(format!(
+    for index in have
+        .indexes
+        .iter()
+        .filter(|i| !survivors.contains(i.name.as_str()))
+    {
+        drop_index(index, want, d);
+    }
+    for (index, fate) in want.indexes.iter().zip(&fates) {
+        match fate {
+            Fate::Kept => {}
+            Fate::Renamed(old) => d.main.push(format!(
                 "RENAME INDEX {} TO {}",
                 quote_ident(&old.name),
                 quote_ident(&index.name)
-            ));
-            continue;
-        }
-        d.main.push(format!("ADD {}", index.definition));
-        if matches!(index.kind, IndexKind::Unique | IndexKind::Primary) {
-            d.warnings.push(format!(
-                "adding unique key `{}` fails if existing rows hold duplicates",
-                index.name
-            ));
+            )),
+            Fate::Added => {
+                d.main.push(format!("ADD {}", index.definition));
+                warn_added(index, reasons.get(index.name.as_str()), d);
+            }
         }
     }
-    for index in dropped {
-        if index.kind == IndexKind::Primary {
-            d.main.push("DROP PRIMARY KEY".into());
-        } else {
-            d.main
-                .push(format!("DROP INDEX {}", quote_ident(&index.name)));
+}
+
+fn warn_added(index: &Index, rebuild: Option<&Rebuild>, d: &mut TableDiff) {
+    let name = &index.name;
+    let warning = match rebuild {
+        Some(Rebuild::ForeignKey(fk)) => format!(
+            "rebuilds key `{name}` so that foreign key `{fk}` keeps using it (adding a foreign key replaces a key the server created implicitly)"
+        ),
+        Some(Rebuild::Order) => format!(
+            "rebuilds key `{name}` so that the keys stay in the declared order; declare new keys after the existing ones of their kind to avoid this"
+        ),
+        None if matches!(index.kind, IndexKind::Unique | IndexKind::Primary) => {
+            format!("adding unique key `{name}` fails if existing rows hold duplicates")
         }
-        let replaced = want_by_name
-            .get(index.name.as_str())
-            .is_some_and(|w| w.kind == index.kind && w.columns == index.columns);
-        if matches!(index.kind, IndexKind::Unique | IndexKind::Primary) && !replaced {
-            d.warnings.push(format!(
-                "drops the uniqueness guarantee of `{}`",
-                index.name
-            ));
+        None => return,
+    };
+    d.warnings.push(warning);
+}
+
+fn drop_index(index: &Index, want: &Table, d: &mut TableDiff) {
+    if index.kind == IndexKind::Primary {
+        d.main.push("DROP PRIMARY KEY".into());
+    } else {
+        d.main
+            .push(format!("DROP INDEX {}", quote_ident(&index.name)));
+    }
+    let replaced = want
+        .indexes
+        .iter()
+        .any(|w| w.name == index.name && w.kind == index.kind && w.columns == index.columns);
+    if matches!(index.kind, IndexKind::Unique | IndexKind::Primary) && !replaced {
+        d.warnings.push(format!(
+            "drops the uniqueness guarantee of `{}`",
+            index.name
+        ));
+    }
+}
+
+/// The fate of each desired key, in `want.indexes` order. A key with the same shape under a
+/// name that is going away is a rename, not a rebuild.
+fn index_fates<'a>(have: &'a Table, want: &Table, rebuilt: &BTreeMap<&str, &str>) -> Vec<Fate<'a>> {
+    let wanted = |name: &str| want.indexes.iter().any(|w| w.name == name);
+    let mut vanishing: Vec<&Index> = have.indexes.iter().filter(|h| !wanted(&h.name)).collect();
+    want.indexes
+        .iter()
+        .map(|index| {
+            if rebuilt.contains_key(index.name.as_str()) {
+                return Fate::Added;
+            }
+            match have.indexes.iter().find(|h| h.name == index.name) {
+                Some(h) if h.definition == index.definition => Fate::Kept,
+                Some(_) => Fate::Added,
+                None if index.kind == IndexKind::Primary => Fate::Added,
+                None => match vanishing.iter().position(|h| h.shape() == index.shape()) {
+                    Some(at) => Fate::Renamed(vanishing.remove(at)),
+                    None => Fate::Added,
+                },
+            }
+        })
+        .collect()
+}
+
+/// The server lists a table's keys by class (see [`key_class`]), and within a class in the
+/// order they were created; an ALTER creates its keys after the existing ones. So an
+/// existing key declared after a new key of its class is rebuilt in the same ALTER, and the
+/// server lists the keys as declared: every shard shows the same `SHOW CREATE TABLE`,
+/// whether its table was created from the file or altered. Keys the ALTER does not add to
+/// keep their places, even if the live order already differs. Returns the rebuilt positions.
+fn keep_declared_order(want: &Table, fates: &mut [Fate]) -> Vec<usize> {
+    let classes: Vec<KeyClass> = want.indexes.iter().map(|i| key_class(i, want)).collect();
+    let mut rebuilt = Vec::new();
+    for (i, class) in classes.iter().enumerate() {
+        let behind_new_key = (0..i).any(|j| fates[j] == Fate::Added && classes[j] == *class);
+        if behind_new_key && fates[i] != Fate::Added {
+            fates[i] = Fate::Added;
+            rebuilt.push(i);
         }
+    }
+    rebuilt
+}
+
+/// MariaDB's key order (`sort_keys`) without the creation order: the primary key, unique keys
+/// (not long-hash before long-hash, without nullable columns before with, whole columns
+/// before prefixes), the rest, fulltext keys last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyClass {
+    Primary,
+    Unique {
+        long_hash: bool,
+        nullable: bool,
+        prefix: bool,
+    },
+    Plain,
+    Fulltext,
+}
+
+fn key_class(index: &Index, table: &Table) -> KeyClass {
+    match index.kind {
+        IndexKind::Primary => KeyClass::Primary,
+        IndexKind::Unique => KeyClass::Unique {
+            long_hash: index.definition.contains(" USING HASH"),
+            nullable: index
+                .columns
+                .iter()
+                .any(|c| table.column(c).is_some_and(|c| c.nullable)),
+            prefix: index.definition.contains("`("),
+        },
+        IndexKind::Plain | IndexKind::Spatial => KeyClass::Plain,
+        IndexKind::Fulltext => KeyClass::Fulltext,
     }
 }
 
@@ -394,10 +765,10 @@ fn effective(column: &Column, table: &Table) -> (String, Option<String>) {
     (bare, collation)
 }
 
-fn diff_columns(have: &Table, want: &Table, d: &mut TableDiff) {
-    // Renames: the hint names a live column that the desired table no longer has.
-    let renames: HashMap<&str, &str> = want
-        .columns
+/// Live names of renamed columns, by desired name: the hint names a live column that the
+/// desired table no longer has.
+fn renames<'a>(have: &Table, want: &'a Table) -> HashMap<&'a str, &'a str> {
+    want.columns
         .iter()
         .filter_map(|c| {
             let old = c.renamed_from.as_deref()?;
@@ -406,7 +777,24 @@ fn diff_columns(have: &Table, want: &Table, d: &mut TableDiff) {
                 && want.column(old).is_none())
             .then_some((c.name.as_str(), old))
         })
-        .collect();
+        .collect()
+}
+
+/// The live column a desired column continues: through a rename, or by name.
+fn live_column<'a>(
+    have: &'a Table,
+    renames: &HashMap<&str, &str>,
+    column: &Column,
+) -> Option<&'a Column> {
+    let old = renames
+        .get(column.name.as_str())
+        .copied()
+        .unwrap_or(&column.name);
+    have.column(old)
+}
+
+fn diff_columns(have: &Table, want: &Table, d: &mut TableDiff) {
+    let renames = renames(have, want);
     let rename_sources: BTreeSet<&str> = renames.values().copied().collect();
 
     for column in &have.columns {
@@ -450,11 +838,7 @@ fn diff_columns(have: &Table, want: &Table, d: &mut TableDiff) {
         } else {
             format!(" AFTER {}", quote_ident(&want.columns[i - 1].name))
         };
-        let old_name = renames
-            .get(column.name.as_str())
-            .copied()
-            .unwrap_or(&column.name);
-        let Some(old) = have.column(old_name) else {
+        let Some(old) = live_column(have, &renames, column) else {
             d.main.push(format!(
                 "ADD COLUMN {} {}{}",
                 quote_ident(&column.name),
@@ -463,6 +847,11 @@ fn diff_columns(have: &Table, want: &Table, d: &mut TableDiff) {
             ));
             continue;
         };
+        let old_name = old.name.as_str();
+        if recreated(old, column) {
+            recreate_column(old, column, &position, d);
+            continue;
+        }
         let moved = !stay.contains(column.name.as_str());
         let (old_bare, old_collation) = effective(old, have);
         let (new_bare, new_collation) = effective(column, want);
@@ -498,6 +887,31 @@ fn diff_columns(have: &Table, want: &Table, d: &mut TableDiff) {
                 d,
             );
         }
+    }
+}
+
+/// Drops `old` and adds `new` in its place (see [`recreated`]); keys on the column follow
+/// it by name.
+fn recreate_column(old: &Column, new: &Column, position: &str, d: &mut TableDiff) {
+    d.main
+        .push(format!("DROP COLUMN {}", quote_ident(&old.name)));
+    d.main.push(format!(
+        "ADD COLUMN {} {}{position}",
+        quote_ident(&new.name),
+        new.definition
+    ));
+    let name = &new.name;
+    match (old.generated, new.generated) {
+        (None, Some(_)) => d.reasons.push(format!(
+            "`{name}` becomes a generated column: its stored values are replaced by computed ones"
+        )),
+        (Some(_), None) => d.reasons.push(format!(
+            "`{name}` becomes a regular column: it is re-created with its default, the computed values are not kept"
+        )),
+        _ => d.warnings.push(format!(
+            "`{name}` is re-created as a {} generated column (copies the table)",
+            if new.generated == Some(Generated::Stored) { "STORED" } else { "VIRTUAL" }
+        )),
     }
 }
 
@@ -745,7 +1159,7 @@ fn narrowing(old: &ColumnType, new: &ColumnType) -> Option<String> {
         }
         ("char" | "varchar", _) if text_rank(b).is_some() && b.ends_with("text") => {
             (b == "tinytext" && arg(old, 0).unwrap_or(0) > 63)
-                .then(|| msg())
+                .then(&msg)
                 .flatten()
         }
         ("varbinary" | "binary", _) if text_rank(b).is_some() && b.ends_with("blob") => None,
@@ -766,12 +1180,12 @@ fn narrowing(old: &ColumnType, new: &ColumnType) -> Option<String> {
         }
         ("datetime" | "timestamp" | "time", _) if a == b => (arg(new, 0).unwrap_or(0)
             < arg(old, 0).unwrap_or(0))
-        .then(|| msg())
+        .then(&msg)
         .flatten(),
         ("date", "datetime" | "timestamp") => None,
         ("datetime", "timestamp") | ("timestamp", "datetime") => (arg(new, 0).unwrap_or(0)
             < arg(old, 0).unwrap_or(0))
-        .then(|| msg())
+        .then(&msg)
         .flatten(),
         _ if a == b && old.args == new.args && old.unsigned == new.unsigned => None,
         _ => msg(),
@@ -909,7 +1323,7 @@ mod tests {
 
     #[test]
     fn foreign_keys_are_dropped_first_and_added_last() {
-        let a = "CREATE TABLE `t` (\n  `a` int(11) DEFAULT NULL,\n  KEY `a` (`a`),\n  CONSTRAINT `fk` FOREIGN KEY (`a`) REFERENCES `p` (`id`)\n) ENGINE=InnoDB";
+        let a = "CREATE TABLE `t` (\n  `a` int(11) DEFAULT NULL,\n  KEY `k_a` (`a`),\n  CONSTRAINT `fk` FOREIGN KEY (`a`) REFERENCES `p` (`id`)\n) ENGINE=InnoDB";
         let b = a.replace("(`id`)\n", "(`id`) ON DELETE CASCADE\n");
         let d = one(&[a], &[&b]);
         let statements: Vec<&str> = d.changes.iter().map(|c| c.statement.as_str()).collect();
@@ -946,5 +1360,228 @@ mod tests {
             one(&[&parted], &[USERS]).changes[0].statement,
             "ALTER TABLE `users` REMOVE PARTITIONING"
         );
+    }
+
+    fn statements(d: &SchemaDiff) -> Vec<&str> {
+        d.changes.iter().map(|c| c.statement.as_str()).collect()
+    }
+
+    #[test]
+    fn keys_the_server_may_have_created_for_a_foreign_key_survive_its_re_adding() {
+        let live = "CREATE TABLE `posts` (\n  `id` int(11) NOT NULL,\n  `author_id` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `author_id` (`author_id`),\n  CONSTRAINT `posts_ibfk_1` FOREIGN KEY (`author_id`) REFERENCES `users` (`id`)\n) ENGINE=InnoDB";
+        let desired = live.replace("REFERENCES `users`", "REFERENCES `admins`");
+        let d = one(&[live], &[&desired]);
+        assert_eq!(
+            statements(&d),
+            [
+                "ALTER TABLE `posts` DROP FOREIGN KEY `posts_ibfk_1`",
+                "ALTER TABLE `posts` DROP INDEX `author_id`, ADD KEY `author_id` (`author_id`)",
+                "ALTER TABLE `posts` ADD CONSTRAINT `posts_ibfk_1` FOREIGN KEY (`author_id`) REFERENCES `admins` (`id`)"
+            ]
+        );
+        assert!(d.changes[1].warnings[0].contains("foreign key `posts_ibfk_1` keeps using it"));
+        assert!(may_be_implicit(
+            "author_id_2",
+            &["author_id".into()],
+            &table(live)
+        ));
+        assert!(may_be_implicit("posts_ibfk_1", &["x".into()], &table(live)));
+        assert!(!may_be_implicit(
+            "idx_author",
+            &["author_id".into()],
+            &table(live)
+        ));
+    }
+
+    #[test]
+    fn foreign_keys_on_retyped_columns_are_dropped_and_added_back() {
+        let parent =
+            "CREATE TABLE `p` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB";
+        let child = "CREATE TABLE `c` (\n  `pid` int(11) DEFAULT NULL,\n  KEY `k` (`pid`),\n  CONSTRAINT `fk` FOREIGN KEY (`pid`) REFERENCES `p` (`id`)\n) ENGINE=InnoDB";
+        let wide = |t: &str| t.replace("int(11)", "bigint(20)");
+        let d = one(&[parent, child], &[&wide(parent), &wide(child)]);
+        assert_eq!(
+            statements(&d),
+            [
+                "ALTER TABLE `c` DROP FOREIGN KEY `fk`",
+                "ALTER TABLE `c` MODIFY COLUMN `pid` bigint(20) DEFAULT NULL",
+                "ALTER TABLE `p` MODIFY COLUMN `id` bigint(20) NOT NULL",
+                "ALTER TABLE `c` ADD CONSTRAINT `fk` FOREIGN KEY (`pid`) REFERENCES `p` (`id`)"
+            ]
+        );
+        // Only the referenced side changes: the foreign key still has to let go.
+        let d = one(&[parent, child], &[&wide(parent), child]);
+        assert_eq!(
+            d.changes[0].statement,
+            "ALTER TABLE `c` DROP FOREIGN KEY `fk`"
+        );
+        // A change that keeps the type, such as NOT NULL, needs nothing of the kind.
+        let not_null = child.replace("DEFAULT NULL", "NOT NULL");
+        let d = one(&[parent, child], &[parent, &not_null]);
+        assert_eq!(
+            statements(&d),
+            ["ALTER TABLE `c` MODIFY COLUMN `pid` int(11) NOT NULL"]
+        );
+    }
+
+    #[test]
+    fn a_dropped_table_lets_go_of_the_tables_that_change_before_it_goes() {
+        let users = "CREATE TABLE `users` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB";
+        let taggings = "CREATE TABLE `taggings` (\n  `user_id` int(11) NOT NULL,\n  KEY `fk_u` (`user_id`),\n  CONSTRAINT `fk_u` FOREIGN KEY (`user_id`) REFERENCES `users` (`id`)\n) ENGINE=InnoDB";
+        let renamed = "CREATE TABLE `users` (\n  `user_id` int(11) NOT NULL,\n  PRIMARY KEY (`user_id`)\n) ENGINE=InnoDB";
+        let d = one(&[users, taggings], &[renamed]);
+        let s = statements(&d);
+        assert_eq!(s[0], "ALTER TABLE `taggings` DROP FOREIGN KEY `fk_u`");
+        assert!(
+            s[1].starts_with("ALTER TABLE `users` DROP PRIMARY KEY, DROP COLUMN `id`"),
+            "{s:?}"
+        );
+        assert_eq!(s[2], "DROP TABLE `taggings`");
+        // A dropped table whose references do not change is simply dropped.
+        let d = one(&[users, taggings], &[users]);
+        assert_eq!(statements(&d), ["DROP TABLE `taggings`"]);
+    }
+
+    #[test]
+    fn generated_columns_that_change_kind_are_recreated() {
+        let virt = "CREATE TABLE `t` (\n  `a` int(11) DEFAULT NULL,\n  `b` int(11) GENERATED ALWAYS AS (`a` * 2) VIRTUAL,\n  `c` int(11) DEFAULT NULL,\n  CONSTRAINT `pos` CHECK (`b` > 0)\n) ENGINE=InnoDB";
+        let stored = virt.replace("VIRTUAL", "STORED");
+        let d = one(&[virt], &[&stored]);
+        assert_eq!(
+            statements(&d),
+            [
+                "ALTER TABLE `t` DROP CONSTRAINT `pos`",
+                "ALTER TABLE `t` DROP COLUMN `b`, ADD COLUMN `b` int(11) GENERATED ALWAYS AS (`a` * 2) STORED AFTER `a`",
+                "ALTER TABLE `t` ADD CONSTRAINT `pos` CHECK (`b` > 0)"
+            ]
+        );
+        assert!(!d.changes[1].destructive);
+        // The check already held, so re-adding it cannot fail.
+        assert!(d.changes[1].warnings.iter().all(|w| !w.contains("violate")));
+        let regular = virt.replace("GENERATED ALWAYS AS (`a` * 2) VIRTUAL", "DEFAULT NULL");
+        let d = one(&[&regular], &[virt]);
+        assert!(d.changes[1].destructive, "{d:?}");
+        assert!(d.changes[1]
+            .statement
+            .contains("DROP COLUMN `b`, ADD COLUMN `b` int(11) GENERATED"));
+        let d = one(&[virt], &[&regular]);
+        assert!(
+            d.changes[1].reasons[0].contains("becomes a regular column"),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn new_keys_keep_the_declared_order() {
+        let live = "CREATE TABLE `t` (\n  `a` int(11) NOT NULL,\n  `b` int(11) DEFAULT NULL,\n  `c` int(11) DEFAULT NULL,\n  PRIMARY KEY (`a`),\n  KEY `b` (`b`),\n  FULLTEXT KEY `ft` (`c`)\n) ENGINE=InnoDB";
+        let first = live.replace("  KEY `b` (`b`),\n", "  KEY `c` (`c`),\n  KEY `b` (`b`),\n");
+        let d = one(&[live], &[&first]);
+        assert_eq!(
+            statements(&d),
+            ["ALTER TABLE `t` DROP INDEX `b`, ADD KEY `c` (`c`), ADD KEY `b` (`b`)"]
+        );
+        assert!(d.changes[0].warnings[0].contains("declared order"));
+        // Declared last, the new key is simply added.
+        let last = live.replace("  KEY `b` (`b`),\n", "  KEY `b` (`b`),\n  KEY `c` (`c`),\n");
+        assert_eq!(
+            statements(&one(&[live], &[&last])),
+            ["ALTER TABLE `t` ADD KEY `c` (`c`)"]
+        );
+        // Keys of other classes are listed apart: a unique key never moves plain keys.
+        let unique = live.replace(
+            "  KEY `b` (`b`),\n",
+            "  UNIQUE KEY `u` (`c`),\n  KEY `b` (`b`),\n",
+        );
+        assert_eq!(
+            statements(&one(&[live], &[&unique])),
+            ["ALTER TABLE `t` ADD UNIQUE KEY `u` (`c`)"]
+        );
+        // Live keys already out of the declared order are left alone.
+        let swapped = "CREATE TABLE `t` (\n  `b` int(11) DEFAULT NULL,\n  `c` int(11) DEFAULT NULL,\n  KEY `c` (`c`),\n  KEY `b` (`b`)\n) ENGINE=InnoDB";
+        let straight = swapped.replace(
+            "  KEY `c` (`c`),\n  KEY `b` (`b`)",
+            "  KEY `b` (`b`),\n  KEY `c` (`c`)",
+        );
+        assert!(one(&[swapped], &[&straight]).changes.is_empty());
+    }
+
+    #[test]
+    fn key_classes_follow_the_server() {
+        let t = table("CREATE TABLE `t` (\n  `a` int(11) NOT NULL,\n  `b` int(11) DEFAULT NULL,\n  `c` text DEFAULT NULL,\n  PRIMARY KEY (`a`),\n  UNIQUE KEY `ua` (`a`),\n  UNIQUE KEY `ub` (`b`),\n  UNIQUE KEY `uc` (`c`) USING HASH,\n  UNIQUE KEY `up` (`c`(10)),\n  KEY `kb` (`b`),\n  FULLTEXT KEY `fc` (`c`)\n) ENGINE=InnoDB");
+        let classes: Vec<KeyClass> = t.indexes.iter().map(|i| key_class(i, &t)).collect();
+        let unique = |long_hash, nullable, prefix| KeyClass::Unique {
+            long_hash,
+            nullable,
+            prefix,
+        };
+        assert_eq!(
+            classes,
+            [
+                KeyClass::Primary,
+                unique(false, false, false),
+                unique(false, true, false),
+                unique(true, true, false),
+                unique(false, true, true),
+                KeyClass::Plain,
+                KeyClass::Fulltext
+            ]
+        );
+    }
+
+    #[test]
+    fn partitioning_ends_the_main_alter() {
+        let parted = "CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  `d` date NOT NULL,\n  PRIMARY KEY (`id`,`d`)\n) ENGINE=InnoDB\n PARTITION BY KEY (`d`)\nPARTITIONS 2";
+        let plain =
+            "CREATE TABLE `t` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB";
+        let d = one(&[parted], &[plain]);
+        assert_eq!(
+            statements(&d),
+            ["ALTER TABLE `t` DROP PRIMARY KEY, DROP COLUMN `d`, ADD PRIMARY KEY (`id`) REMOVE PARTITIONING"]
+        );
+        let d = one(&[plain], &[parted]);
+        assert_eq!(
+            statements(&d),
+            ["ALTER TABLE `t` DROP PRIMARY KEY, ADD COLUMN `d` date NOT NULL AFTER `id`, ADD PRIMARY KEY (`id`,`d`) PARTITION BY KEY (`d`)\nPARTITIONS 2"]
+        );
+        assert!(d.changes[0]
+            .warnings
+            .iter()
+            .any(|w| w.contains("repartitions")));
+    }
+
+    #[test]
+    fn reference_cycles_are_created_and_dropped() {
+        let a = "CREATE TABLE `a` (\n  `id` int(11) NOT NULL,\n  `b_id` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `b_id` (`b_id`),\n  CONSTRAINT `a_ibfk_1` FOREIGN KEY (`b_id`) REFERENCES `b` (`id`)\n) ENGINE=InnoDB";
+        let b = "CREATE TABLE `b` (\n  `id` int(11) NOT NULL,\n  `a_id` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `a_id` (`a_id`),\n  CONSTRAINT `b_ibfk_1` FOREIGN KEY (`a_id`) REFERENCES `a` (`id`)\n) ENGINE=InnoDB";
+        let d = one(&[], &[a, b]);
+        let s = statements(&d);
+        assert_eq!(s.len(), 3, "{s:?}");
+        assert!(
+            s[0].starts_with("CREATE TABLE `a`") && !s[0].contains("FOREIGN KEY"),
+            "{s:?}"
+        );
+        assert!(
+            s[0].contains("KEY `b_id` (`b_id`)\n) ENGINE=InnoDB"),
+            "{}",
+            s[0]
+        );
+        assert_eq!(s[1], b);
+        assert_eq!(
+            s[2],
+            "ALTER TABLE `a` ADD CONSTRAINT `a_ibfk_1` FOREIGN KEY (`b_id`) REFERENCES `b` (`id`)"
+        );
+        let d = one(&[a, b], &[]);
+        assert_eq!(
+            statements(&d),
+            [
+                "ALTER TABLE `a` DROP FOREIGN KEY `a_ibfk_1`",
+                "DROP TABLE `b`",
+                "DROP TABLE `a`"
+            ]
+        );
+        // A table that references itself needs neither.
+        let tree = "CREATE TABLE `n` (\n  `id` int(11) NOT NULL,\n  `up` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `up` (`up`),\n  CONSTRAINT `n_ibfk_1` FOREIGN KEY (`up`) REFERENCES `n` (`id`)\n) ENGINE=InnoDB";
+        assert_eq!(statements(&one(&[], &[tree])), [tree]);
+        assert_eq!(statements(&one(&[tree], &[])), ["DROP TABLE `n`"]);
     }
 }

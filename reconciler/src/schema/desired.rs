@@ -214,14 +214,26 @@ fn parse_statement(
 }
 
 /// Tokens prepared for sqlparser: the partition clause (which sqlparser cannot parse for
-/// MySQL) is cut off — the server, not sqlparser, judges it — and MariaDB's `PERSISTENT`
-/// becomes its synonym `STORED`.
+/// MySQL) is cut off — the server, not sqlparser, judges it — MariaDB's `PERSISTENT`
+/// becomes its synonym `STORED`, and the charset shorthands after a column type are left out
+/// (see [`is_charset_shorthand`]).
 fn parser_tokens(tokens: &[TokenWithSpan]) -> Vec<TokenWithSpan> {
     let mut depth = 0i32;
     let mut body_seen = false;
+    // Significant tokens of the current table element (column, key, …) at its top level.
+    let mut element: Vec<&Token> = Vec::new();
     let mut out = Vec::with_capacity(tokens.len());
     let mut iter = tokens.iter().peekable();
     while let Some(t) = iter.next() {
+        if depth == 1 && significant(&t.token) {
+            if t.token == Token::Comma {
+                element.clear();
+            } else if is_charset_shorthand(&t.token, &element) {
+                continue;
+            } else {
+                element.push(&t.token);
+            }
+        }
         match &t.token {
             Token::LParen => depth += 1,
             Token::RParen => {
@@ -259,6 +271,37 @@ fn parser_tokens(tokens: &[TokenWithSpan]) -> Vec<TokenWithSpan> {
         out.push(t.clone());
     }
     out
+}
+
+/// Element keywords that start something other than a column definition.
+const NOT_A_COLUMN: [&str; 10] = [
+    "CONSTRAINT",
+    "PRIMARY",
+    "UNIQUE",
+    "KEY",
+    "INDEX",
+    "FULLTEXT",
+    "SPATIAL",
+    "FOREIGN",
+    "CHECK",
+    "PERIOD",
+];
+
+/// MariaDB's charset shorthands after a column's type, which sqlparser's grammar lacks:
+/// `varchar(10) BINARY` (the charset's `_bin` collation), `ASCII` and `UNICODE`. Only after
+/// the type (`element` holds the name and the type at least), never as a charset or
+/// collation name (`CHARACTER SET binary`) or a default.
+fn is_charset_shorthand(token: &Token, element: &[&Token]) -> bool {
+    let is_shorthand =
+        keyword(token).is_some_and(|k| matches!(k.as_str(), "BINARY" | "ASCII" | "UNICODE"));
+    let (Some(first), Some(previous)) = (element.first(), element.last()) else {
+        return false;
+    };
+    let column = keyword(first).is_none_or(|k| !NOT_A_COLUMN.contains(&k.as_str()));
+    let after_value_keyword = matches!(*previous, Token::Eq)
+        || keyword(previous)
+            .is_some_and(|k| matches!(k.as_str(), "SET" | "CHARSET" | "COLLATE" | "DEFAULT"));
+    is_shorthand && column && element.len() >= 2 && !after_value_keyword
 }
 
 /// sqlparser reports `… at Line: L, Column: C`; turn that into `file:L:C: …`.
@@ -358,6 +401,16 @@ mod tests {
             "{}",
             tables[0].sql
         );
+    }
+
+    #[test]
+    fn charset_shorthands_after_the_type_are_accepted() {
+        let text = "create table t (\n  a varchar(10) BINARY NOT NULL,\n  b char(3) ascii,\n  c text unicode,\n  d varchar(5) character set binary,\n  e binary(16),\n  f varchar(5) default 'x' binary\n)";
+        let tables = parse_file("t.sql", text).unwrap();
+        // The server gets the text as written.
+        assert!(tables[0].sql.contains("varchar(10) BINARY NOT NULL"));
+        // Elsewhere BINARY is still judged by the grammar.
+        assert!(parse_file("u.sql", "create table u (a int, key k (a) binary)").is_err());
     }
 
     #[test]

@@ -139,6 +139,7 @@ pub struct ForeignKey {
     pub referenced_table: String,
     /// Set only when the reference crosses into another database.
     pub referenced_database: Option<String>,
+    pub referenced_columns: Vec<String>,
     /// The whole line, ``CONSTRAINT `fk` FOREIGN KEY (…) REFERENCES …``.
     pub definition: String,
 }
@@ -197,6 +198,28 @@ impl Table {
         }
         table.create_sql = strip_auto_increment(text);
         Ok(table)
+    }
+
+    /// The canonical statement without some of its element lines (given by definition).
+    pub fn create_sql_without(&self, definitions: &[&str]) -> String {
+        if definitions.is_empty() {
+            return self.create_sql.clone();
+        }
+        let mut lines = self.create_sql.lines();
+        let header = lines.next().unwrap_or_default();
+        let mut elements = Vec::new();
+        let mut rest = Vec::new();
+        for line in lines {
+            if !rest.is_empty() || line.starts_with(')') {
+                rest.push(line);
+                continue;
+            }
+            let element = line.trim_end_matches(',');
+            if !definitions.contains(&element.trim()) {
+                elements.push(element);
+            }
+        }
+        format!("{header}\n{}\n{}", elements.join(",\n"), rest.join("\n"))
     }
 
     pub fn column(&self, name: &str) -> Option<&Column> {
@@ -293,6 +316,7 @@ impl Table {
                         columns: first_group_names(&sig),
                         referenced_table,
                         referenced_database: target.pop(),
+                        referenced_columns: first_group_names(&sig[references..]),
                         definition: element.to_string(),
                     });
                 }
@@ -559,6 +583,8 @@ PARTITIONS 4";
         assert_eq!(t.indexes[2].columns, ["b", "h"]);
         assert_eq!(t.indexes[2].shape(), "KEY (`b`(5),`h`(10)) COMMENT 'ix'");
         assert_eq!(t.foreign_keys[0].referenced_table, "t");
+        assert_eq!(t.foreign_keys[0].columns, ["d"]);
+        assert_eq!(t.foreign_keys[0].referenced_columns, ["x"]);
         assert_eq!(
             t.foreign_keys[0].referenced_database.as_deref(),
             Some("other")
@@ -574,6 +600,21 @@ PARTITIONS 4";
         );
         assert!(!t.create_sql.contains("AUTO_INCREMENT=10"));
         assert!(t.create_sql.contains("ENGINE=InnoDB DEFAULT CHARSET"));
+    }
+
+    #[test]
+    fn elements_can_be_left_out_of_the_statement() {
+        let t = Table::parse_canonical(SAMPLE).unwrap();
+        let fk = t.foreign_keys[0].definition.as_str();
+        let check = t.checks[0].definition.as_str();
+        let without = t.create_sql_without(&[fk]);
+        assert!(!without.contains("FOREIGN KEY"));
+        assert!(without.contains("KEY `h` (`h`),\n  CONSTRAINT `CONSTRAINT_1`"));
+        let without = Table::parse_canonical(&t.create_sql_without(&[fk, check])).unwrap();
+        assert!(without.checks.is_empty() && without.foreign_keys.is_empty());
+        assert_eq!(without.indexes, t.indexes);
+        assert_eq!(without.partitioning, t.partitioning);
+        assert_eq!(t.create_sql_without(&[]), t.create_sql);
     }
 
     #[test]
