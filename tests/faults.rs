@@ -1,0 +1,182 @@
+//! Faults during a deployment: a shard's server dies mid-copy. Uses its own servers, since it
+//! kills them.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::*;
+use reconciler::sandbox::Sandbox;
+use support::*;
+
+const SEED: &str = "CREATE TABLE big (id int NOT NULL PRIMARY KEY, a int NOT NULL, pad varchar(100) NOT NULL) ENGINE=InnoDB;
+INSERT INTO big SELECT seq, seq % 97, REPEAT('x', 100) FROM seq_1_to_300000;";
+const DESIRED: &str = "create table big (id int not null primary key, a bigint not null, pad varchar(100) not null, b int);";
+
+fn query_u64(dsn: &str, sql: &str) -> Option<u64> {
+    runtime().block_on(async {
+        let mut conn = mysql_async::Conn::new(mysql_async::Opts::from_url(dsn).ok()?)
+            .await
+            .ok()?;
+        conn.query_first(sql).await.ok().flatten()
+    })
+}
+
+#[test]
+fn a_shard_dying_during_staging_keeps_the_gate_closed_until_it_returns() {
+    let mut sandbox = Sandbox::start(2).expect("servers");
+    let [a, b] = sandbox.servers() else {
+        panic!("two servers")
+    };
+    let (a_dsn, b_dsn) = (a.dsn(), b.dsn());
+    let db = database(&[a, b], "fault", SEED);
+    let dir = repo(
+        &config("app", &db, &[("a", a_dsn.clone()), ("b", b_dsn.clone())]),
+        &[("app/big.sql", DESIRED)],
+    );
+    let repo_arg = dir.path().to_str().unwrap().to_string();
+
+    let apply = Command::new(env!("CARGO_BIN_EXE_schemagate"))
+        .args(["apply", "--repo", &repo_arg, "--yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill shard b once its copy has started.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let copied = query_u64(
+            &b_dsn,
+            "SELECT COALESCE(MAX(rows_copied), 0) FROM _schemagate.cells WHERE state = 'staging'",
+        );
+        if copied.unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the copy never started on shard b"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sandbox.servers_mut()[1].kill().unwrap();
+    let out = apply.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("gate stays closed") && err.contains("shard b"),
+        "{err}"
+    );
+
+    // The gate stayed closed: shard a is ready but not sealed, its table untouched.
+    assert_eq!(
+        query_u64(
+            &a_dsn,
+            "SELECT COUNT(*) FROM _schemagate.cells WHERE state = 'ready'"
+        ),
+        Some(1)
+    );
+    assert_eq!(
+        query_u64(&a_dsn, &format!("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME = 'big' AND COLUMN_NAME = 'b'")),
+        Some(0)
+    );
+
+    // With b still down, cancel cleans a and names b as still to clean.
+    let id = runtime().block_on(async {
+        let mut conn = mysql_async::Conn::new(mysql_async::Opts::from_url(&a_dsn).unwrap())
+            .await
+            .unwrap();
+        conn.query_first::<String, _>("SELECT id FROM _schemagate.deployments")
+            .await
+            .unwrap()
+    });
+    let id = id.expect("deployment id on shard a");
+    let cancel = schemagate(&["cancel", &id, "--repo", &repo_arg]);
+    assert_eq!(code(&cancel), 2);
+    assert!(stderr(&cancel).contains("shard b"), "{}", stderr(&cancel));
+    assert_eq!(
+        query_u64(&a_dsn, &format!("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME LIKE '\\_sg%'")),
+        Some(0)
+    );
+
+    // b returns: cancel finishes there, and a fresh apply deploys everywhere.
+    sandbox.servers_mut()[1].restart().unwrap();
+    let cancel = schemagate(&["cancel", &id, "--repo", &repo_arg]);
+    assert_eq!(code(&cancel), 0, "{}", stderr(&cancel));
+    let out = schemagate(&["apply", "--repo", &repo_arg, "--yes"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    for dsn in [&a_dsn, &b_dsn] {
+        assert_eq!(
+            query_u64(dsn, &format!("SELECT COUNT(*) FROM `{db}`.big")),
+            Some(300_000)
+        );
+    }
+    assert_eq!(code(&schemagate(&["plan", "--repo", &repo_arg])), 0);
+}
+
+#[test]
+fn apply_resumes_after_a_shard_returns() {
+    let mut sandbox = Sandbox::start(2).expect("servers");
+    let [a, b] = sandbox.servers() else {
+        panic!("two servers")
+    };
+    let (a_dsn, b_dsn) = (a.dsn(), b.dsn());
+    let db = database(&[a, b], "resume", SEED);
+    let dir = repo(
+        &config("app", &db, &[("a", a_dsn.clone()), ("b", b_dsn.clone())]),
+        &[("app/big.sql", DESIRED)],
+    );
+    let repo_arg = dir.path().to_str().unwrap().to_string();
+
+    let apply = Command::new(env!("CARGO_BIN_EXE_schemagate"))
+        .args(["apply", "--repo", &repo_arg, "--yes", "--seal", "manual"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while query_u64(
+        &b_dsn,
+        "SELECT COALESCE(MAX(rows_copied), 0) FROM _schemagate.cells WHERE state = 'staging'",
+    )
+    .unwrap_or(0)
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the copy never started on shard b"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sandbox.servers_mut()[1].kill().unwrap();
+    assert_eq!(apply.wait_with_output().unwrap().status.code(), Some(2));
+
+    sandbox.servers_mut()[1].restart().unwrap();
+    // The checkpoint survived the crash: staging resumes instead of starting over.
+    let checkpoint = runtime().block_on(async {
+        let mut conn = mysql_async::Conn::new(mysql_async::Opts::from_url(&b_dsn).unwrap())
+            .await
+            .unwrap();
+        conn.query_first::<Option<String>, _>("SELECT checkpoint FROM _schemagate.cells")
+            .await
+            .unwrap()
+            .flatten()
+    });
+    assert!(
+        checkpoint.is_some(),
+        "a copy checkpoint was recorded before the crash"
+    );
+    let out = schemagate(&["apply", "--repo", &repo_arg, "--yes"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    for dsn in [&a_dsn, &b_dsn] {
+        assert_eq!(
+            query_u64(dsn, &format!("SELECT COUNT(*) FROM `{db}`.big")),
+            Some(300_000)
+        );
+    }
+}
