@@ -180,3 +180,62 @@ fn apply_resumes_after_a_shard_returns() {
         );
     }
 }
+
+/// The controller is killed at each interesting point and started again: the deployment must
+/// reach the sealed state with every row in place and nothing of the tool left behind.
+#[test]
+fn a_controller_killed_anywhere_is_finished_by_the_next_run() {
+    let [a, b, ..] = servers() else {
+        panic!("two servers")
+    };
+    for point in [
+        "stage:after-chunk",
+        "gate:open",
+        "seal:after-decision",
+        "seal:while-locked",
+        "seal:after-flip",
+    ] {
+        let db = database(&[a, b], "crash", SEED);
+        let dir = repo(
+            &config("app", &db, &[("a", a.dsn()), ("b", b.dsn())]),
+            &[("app/big.sql", DESIRED)],
+        );
+        let repo_arg = dir.path().to_str().unwrap().to_string();
+        let crashed = Command::new(env!("CARGO_BIN_EXE_schemagate"))
+            .args(["apply", "--repo", &repo_arg, "--yes"])
+            .env("SCHEMAGATE_FAILPOINT", point)
+            .output()
+            .unwrap();
+        assert_eq!(
+            crashed.status.code(),
+            None,
+            "{point}: the controller died by a signal"
+        );
+
+        let out = schemagate(&["apply", "--repo", &repo_arg, "--yes", "--format", "json"]);
+        assert_eq!(code(&out), 0, "{point}: {}{}", stdout(&out), stderr(&out));
+        assert_eq!(
+            code(&schemagate(&["plan", "--repo", &repo_arg])),
+            0,
+            "{point}: converged"
+        );
+        for server in [a, b] {
+            let dsn = server.dsn();
+            assert_eq!(
+                query_u64(&dsn, &format!("SELECT COUNT(*) FROM `{db}`.big")),
+                Some(300_000),
+                "{point}"
+            );
+            assert_eq!(
+                query_u64(&dsn, &format!("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{db}'")),
+                Some(0),
+                "{point}: no trigger left"
+            );
+            assert_eq!(
+                query_u64(&dsn, &format!("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME LIKE '\\_sg%' AND TABLE_NAME NOT LIKE '\\_sg%\\_old\\_%'")),
+                Some(0),
+                "{point}: only the retention table is left"
+            );
+        }
+    }
+}

@@ -19,3 +19,11 @@ pub mod sandbox;
 pub mod schema;
 pub mod source;
 pub mod workspace;
+
+/// Fault injection for the crash tests: when `SCHEMAGATE_FAILPOINT` names this point, the
+/// process dies on the spot, as under SIGKILL (no destructors, no cleanup, connections cut).
+pub fn failpoint(name: &str) {
+    if std::env::var("SCHEMAGATE_FAILPOINT").is_ok_and(|v| v == name) {
+        std::process::abort();
+    }
+}

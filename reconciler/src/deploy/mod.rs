@@ -142,7 +142,10 @@ impl Fleet {
     /// The fleet view of deployment `id` (or of the latest one when `None`).
     pub async fn deployment(&self, id: Option<&str>) -> Result<Option<Deployment>, DeployError> {
         let keyspace = self.keyspace.name.as_str();
-        let loaded = self.each(16, |conn| state::load(conn, keyspace, id)).await;
+        let database = self.keyspace.database.as_str();
+        let loaded = self
+            .each(16, |conn| state::load(conn, keyspace, database, id))
+            .await;
         let mut shards = Vec::new();
         let mut unreachable = Vec::new();
         for (conn, result) in self.conns.iter().zip(loaded) {
@@ -265,7 +268,11 @@ pub fn deployment_id(plan: &KeyspacePlan, revision: Option<&str>) -> String {
         })
         .collect();
     let text = serde_json::to_string(&shards).unwrap_or_default();
-    naming::deployment_id(&plan.keyspace, revision, &text)
+    naming::deployment_id(
+        &format!("{}/{}", plan.keyspace, plan.database),
+        revision,
+        &text,
+    )
 }
 
 /// Finishes a deployment whose seal was decided but not completed (the controller died during
@@ -388,6 +395,7 @@ pub async fn apply(
         });
     }
     events(Event::GateOpen);
+    crate::failpoint("gate:open");
     if options.seal == SealMode::Auto {
         seal::seal(fleet, &id, &options.seal_options).await?;
     }
@@ -402,7 +410,7 @@ async fn stage_shard(
     copy: &CopyOptions,
     events: &(dyn Fn(Event) + Sync),
 ) -> Result<(), DeployError> {
-    let Some(record) = state::load(conn, keyspace, Some(id))
+    let Some(record) = state::load(conn, keyspace, database, Some(id))
         .await?
         .into_iter()
         .next()
@@ -721,6 +729,7 @@ async fn stage_shadow(
         let result = shadow
             .copy(conn, cell.checkpoint.clone(), copy, |p| {
                 let _ = tx.send(Some(p.clone()));
+                crate::failpoint("stage:after-chunk");
             })
             .await;
         drop(tx);

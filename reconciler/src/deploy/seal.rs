@@ -191,6 +191,7 @@ pub async fn seal(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), 
     if !pending.is_empty() {
         gate_check(&pending, database, id).await?;
         decide(&records, keyspace, id).await?;
+        crate::failpoint("seal:after-decision");
         for (conn, _) in &pending {
             state::move_cells(conn, id, keyspace, &[CellState::Ready], CellState::Sealing).await?;
         }
@@ -232,6 +233,7 @@ pub async fn seal(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), 
                 Err(RoundError::Partial(message)) => return Err(failed(message)),
             }
         };
+        crate::failpoint("seal:after-flip");
         record_times(&flips, keyspace, id, &times).await?;
     }
     finish(fleet, id).await
@@ -373,6 +375,7 @@ async fn flip_round(
         return Err(RoundError::Retry(why));
     }
     let held: Vec<Held> = prepared.into_iter().filter_map(Result::ok).collect();
+    crate::failpoint("seal:while-locked");
     let started = Instant::now();
     let released = join_all(held.into_iter().zip(flips).map(|(h, f)| release(h, f, id))).await;
     info!(

@@ -207,10 +207,11 @@ type DeploymentRow = (
     String,
 );
 
-/// Deployments of `keyspace` recorded on this shard, newest first (all of them, or one id).
+/// Deployments of `keyspace` (in `database`) recorded on this shard, newest first (all of them, or one id).
 pub async fn load(
     conn: &ShardConn,
     keyspace: &str,
+    database: &str,
     id: Option<&str>,
 ) -> Result<Vec<ShardDeployment>, LiveError> {
     let mut c = conn.conn().await?;
@@ -227,10 +228,10 @@ pub async fn load(
     let rows: Vec<DeploymentRow> = c
         .exec(
             format!(
-                "SELECT id, keyspace, shard, database_name, revision, decision, sealed_at, seal_skew_ms, error, created_at FROM {}.deployments WHERE keyspace = ? AND shard = ? AND (? IS NULL OR id = ?) ORDER BY created_at DESC",
+                "SELECT id, keyspace, shard, database_name, revision, decision, sealed_at, seal_skew_ms, error, created_at FROM {}.deployments WHERE keyspace = ? AND shard = ? AND database_name = ? AND (? IS NULL OR id = ?) ORDER BY created_at DESC",
                 db()
             ),
-            (keyspace, &conn.shard, id, id),
+            (keyspace, &conn.shard, database, id, id),
         )
         .await
         .map_err(|e| conn.query_error("reading deployments", e))?;
