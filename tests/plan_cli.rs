@@ -288,3 +288,48 @@ fn the_example_repository_parses() {
         );
     }
 }
+
+#[test]
+fn canonical_forms_are_cached_per_statement_text() {
+    let [a, ..] = servers() else {
+        panic!("a server")
+    };
+    let db = database(&[a], "cache", USERS_V1);
+    let dir = repo(
+        &config("app", &db, &[("0", a.dsn())]),
+        &[("app/users.sql", USERS_V2)],
+    );
+    let repo_arg = dir.path().to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "--repo",
+            repo_arg,
+            "--format",
+            "json",
+            "--log-level",
+            "reconciler=debug",
+        ];
+        args.extend_from_slice(extra);
+        let out = schemagate(&args);
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        (stdout(&out), stderr(&out))
+    };
+    let (first, _) = run(&["--no-cache"]);
+    let (_, log) = run(&[]);
+    let (cached, log_again) = run(&[]);
+    assert!(log.contains("canonicalized desired tables"), "{log}");
+    assert!(
+        log_again.contains("computed=0"),
+        "second run is served from the cache: {log_again}"
+    );
+    assert_eq!(first, cached, "the cache changes nothing in the plan");
+    // Another text for the same table is another key.
+    std::fs::write(
+        dir.path().join("schemas/app/users.sql"),
+        USERS_V2.replace("varchar(255)", "varchar(254)"),
+    )
+    .unwrap();
+    let (_, log) = run(&[]);
+    assert!(log.contains("computed=1"), "{log}");
+}

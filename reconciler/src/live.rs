@@ -62,6 +62,9 @@ pub struct ServerFlavor {
     pub version: String,
     pub charset: String,
     pub collation: String,
+    /// Session defaults that change how the server canonicalises a CREATE TABLE
+    /// (sql_mode, explicit_defaults_for_timestamp, default engine, default row format).
+    pub settings: String,
 }
 
 /// The live schema of one shard's database.
@@ -143,26 +146,32 @@ impl ShardConn {
         }
     }
 
-    /// Version and default charset/collation of `database` (which must exist).
+    /// Version, default charset/collation of `database` (which must exist) and the session
+    /// defaults that shape canonical text.
     pub async fn flavor(&self, database: &str) -> Result<ServerFlavor, LiveError> {
         let mut conn = self.conn().await?;
-        let row: Option<(String, String, String)> = conn
+        type Row = (String, String, String, String);
+        let row: Option<Row> = conn
             .exec_first(
-                "SELECT VERSION(), DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME \
+                "SELECT VERSION(), DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME, \
+                 CONCAT_WS(',', @@sql_mode, @@explicit_defaults_for_timestamp, \
+                           @@default_storage_engine, @@innodb_default_row_format) \
                  FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
                 (database,),
             )
             .await
             .map_err(|e| self.query_error("reading the database defaults", e))?;
-        let (version, charset, collation) = row.ok_or_else(|| LiveError::MissingDatabase {
-            shard: self.shard.clone(),
-            address: self.address.clone(),
-            database: database.to_string(),
-        })?;
+        let (version, charset, collation, settings) =
+            row.ok_or_else(|| LiveError::MissingDatabase {
+                shard: self.shard.clone(),
+                address: self.address.clone(),
+                database: database.to_string(),
+            })?;
         Ok(ServerFlavor {
             version,
             charset,
             collation,
+            settings,
         })
     }
 
@@ -200,9 +209,9 @@ impl ShardConn {
             .await
     }
 
-    /// The live schema of `database`: its base tables, without the tool's own artifacts.
-    pub async fn introspect(&self, database: &str) -> Result<LiveSchema, LiveError> {
-        let flavor = self.flavor(database).await?;
+    /// `SHOW CREATE TABLE` text of every base table of `database`, without the tool's own
+    /// artifacts.
+    pub async fn table_texts(&self, database: &str) -> Result<Vec<(String, String)>, LiveError> {
         let names: Vec<String> = {
             let mut conn = self.conn().await?;
             conn.exec(
@@ -217,14 +226,14 @@ impl ShardConn {
             .into_iter()
             .filter(|n| !naming::is_artifact_table(n))
             .collect();
-        let mut tables = BTreeMap::new();
-        for (name, create) in self.show_create(database, &names).await? {
-            let table = Table::parse_canonical(&create).map_err(|source| LiveError::Canonical {
-                shard: self.shard.clone(),
-                source,
-            })?;
-            tables.insert(name, table);
-        }
+        self.show_create(database, &names).await
+    }
+
+    /// The live schema of `database`: flavor and parsed tables.
+    pub async fn introspect(&self, database: &str) -> Result<LiveSchema, LiveError> {
+        let flavor = self.flavor(database).await?;
+        let mut parser = CanonicalCache::default();
+        let tables = parser.parse_all(&self.shard, self.table_texts(database).await?)?;
         Ok(LiveSchema { flavor, tables })
     }
 
@@ -259,6 +268,38 @@ fn apply_param(opts: OptsBuilder, name: &str, value: &str) -> OptsBuilder {
             level => mysql_async::Compression::new(level.parse().unwrap_or(6)),
         }),
         _ => opts,
+    }
+}
+
+/// Parses canonical texts once: shards of one keyspace mostly return identical text.
+#[derive(Default)]
+pub struct CanonicalCache {
+    parsed: std::collections::HashMap<String, Table>,
+}
+
+impl CanonicalCache {
+    pub fn parse_all(
+        &mut self,
+        shard: &str,
+        texts: Vec<(String, String)>,
+    ) -> Result<BTreeMap<String, Table>, LiveError> {
+        let mut tables = BTreeMap::new();
+        for (name, create) in texts {
+            let table = match self.parsed.get(&create) {
+                Some(table) => table.clone(),
+                None => {
+                    let table =
+                        Table::parse_canonical(&create).map_err(|source| LiveError::Canonical {
+                            shard: shard.to_string(),
+                            source,
+                        })?;
+                    self.parsed.insert(create, table.clone());
+                    table
+                }
+            };
+            tables.insert(name, table);
+        }
+        Ok(tables)
     }
 }
 

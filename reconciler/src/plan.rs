@@ -6,7 +6,7 @@
 //! with the same database defaults share one workspace for canonical forms; shards whose
 //! plans are identical (the common case) are verified once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -14,10 +14,10 @@ use serde::Serialize;
 use tracing::{debug, info};
 
 use crate::diff::{diff_schemas, Change, DiffError};
-use crate::live::{LiveError, LiveSchema, ServerFlavor, ShardConn};
+use crate::live::{CanonicalCache, LiveError, ServerFlavor, ShardConn};
 use crate::schema::{self, DesiredTable, SchemaError, Table};
 use crate::source::{Desired, Keyspace};
-use crate::workspace::{Workspace, WorkspaceError};
+use crate::workspace::{self, Workspace, WorkspaceError};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -69,6 +69,8 @@ pub struct PlanOptions {
     pub keyspace: Option<String>,
     /// Shards introspected at the same time, fleet-wide.
     pub concurrency: usize,
+    /// Reuse canonical forms cached in `_schemagate.canonical` on the workspace server.
+    pub cache: bool,
 }
 
 impl Default for PlanOptions {
@@ -76,6 +78,7 @@ impl Default for PlanOptions {
         PlanOptions {
             keyspace: None,
             concurrency: 16,
+            cache: true,
         }
     }
 }
@@ -145,16 +148,6 @@ async fn plan_keyspace(
         .iter()
         .map(|s| ShardConn::new(&s.name, &s.dsn, 6))
         .collect();
-    let database = keyspace.database.as_str();
-    let mut lives: Vec<(usize, Result<LiveSchema, LiveError>)> =
-        futures::stream::iter(conns.iter().enumerate())
-            .map(|(i, conn)| async move { (i, conn.introspect(database).await) })
-            .buffer_unordered(options.concurrency.max(1))
-            .collect()
-            .await;
-    lives.sort_by_key(|(i, _)| *i);
-    info!(keyspace = %keyspace.name, shards = conns.len(), elapsed_ms = started.elapsed().as_millis() as u64, "introspected");
-
     let mut shards: Vec<ShardPlan> = keyspace
         .shards
         .iter()
@@ -165,24 +158,7 @@ async fn plan_keyspace(
             errors: Vec::new(),
         })
         .collect();
-    let mut groups: BTreeMap<ServerFlavor, Vec<(usize, LiveSchema)>> = BTreeMap::new();
-    for (i, live) in lives {
-        match live {
-            Ok(live) => {
-                shards[i].server_version = Some(live.flavor.version.clone());
-                groups
-                    .entry(live.flavor.clone())
-                    .or_default()
-                    .push((i, live));
-            }
-            Err(e) => shards[i].errors.push(PlanIssue {
-                table: None,
-                message: e.to_string(),
-            }),
-        }
-    }
-
-    let result = plan_groups(&conns, groups, tables, &mut shards).await;
+    let result = plan_shards(&conns, &keyspace.database, tables, options, &mut shards).await;
     for conn in conns {
         conn.disconnect().await;
     }
@@ -195,17 +171,96 @@ async fn plan_keyspace(
     })
 }
 
-async fn plan_groups(
+/// Results in shard order, at most `concurrency` shards at a time.
+async fn per_shard<'a, T, Fut>(
+    conns: &'a [ShardConn],
+    which: &[usize],
+    concurrency: usize,
+    f: impl Fn(&'a ShardConn) -> Fut,
+) -> Vec<(usize, T)>
+where
+    Fut: std::future::Future<Output = T> + 'a,
+{
+    let mut out: Vec<(usize, T)> = futures::stream::iter(which.iter().copied())
+        .map(|i| {
+            let fut = f(&conns[i]);
+            async move { (i, fut.await) }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    out.sort_by_key(|(i, _)| *i);
+    out
+}
+
+async fn plan_shards(
     conns: &[ShardConn],
-    groups: BTreeMap<ServerFlavor, Vec<(usize, LiveSchema)>>,
+    database: &str,
     tables: &[DesiredTable],
+    options: &PlanOptions,
     shards: &mut [ShardPlan],
 ) -> Result<(), PlanError> {
-    for (flavor, members) in groups {
-        let host = &conns[members[0].0];
-        let desired = match canonical_desired(host, &flavor, tables).await {
-            Ok(desired) => desired,
-            Err(WorkspaceError::Rejected(errors)) => return Err(PlanError::Schema(errors)),
+    let all: Vec<usize> = (0..conns.len()).collect();
+    // Server facts first: they decide the workspaces, which are then built while the shards'
+    // tables are read.
+    let mut groups: BTreeMap<ServerFlavor, Vec<usize>> = BTreeMap::new();
+    for (i, flavor) in per_shard(conns, &all, options.concurrency, |c| c.flavor(database)).await {
+        match flavor {
+            Ok(flavor) => {
+                shards[i].server_version = Some(flavor.version.clone());
+                groups.entry(flavor).or_default().push(i);
+            }
+            Err(e) => shards[i].errors.push(PlanIssue {
+                table: None,
+                message: e.to_string(),
+            }),
+        }
+    }
+    let reachable: Vec<usize> = groups.values().flatten().copied().collect();
+    let reading = per_shard(conns, &reachable, options.concurrency, |c| {
+        c.table_texts(database)
+    });
+    let canonicalizing = futures::future::join_all(groups.iter().map(|(flavor, members)| {
+        canonical_desired(&conns[members[0]], flavor, tables, options.cache)
+    }));
+    let (texts, canonical) = tokio::join!(reading, canonicalizing);
+
+    let mut parser = CanonicalCache::default();
+    let mut lives: BTreeMap<usize, BTreeMap<String, Table>> = BTreeMap::new();
+    for (i, result) in texts {
+        match result.and_then(|texts| parser.parse_all(&conns[i].shard, texts)) {
+            Ok(tables) => {
+                lives.insert(i, tables);
+            }
+            Err(e) => shards[i].errors.push(PlanIssue {
+                table: None,
+                message: e.to_string(),
+            }),
+        }
+    }
+    let mut cleanups = Vec::new();
+    let mut outcome = Ok(());
+    for ((flavor, members), canonical) in groups.into_iter().zip(canonical) {
+        cleanups.extend(canonical.cleanup);
+        let members: Vec<(usize, BTreeMap<String, Table>)> = members
+            .into_iter()
+            .filter_map(|i| lives.remove(&i).map(|t| (i, t)))
+            .collect();
+        match canonical.tables {
+            Ok(desired) => {
+                plan_group(
+                    &conns[members.first().map_or(0, |m| m.0)],
+                    &flavor,
+                    members,
+                    &desired,
+                    shards,
+                )
+                .await
+            }
+            Err(WorkspaceError::Rejected(errors)) => {
+                outcome = Err(PlanError::Schema(errors));
+                break;
+            }
             Err(WorkspaceError::Live(e)) => {
                 for (i, _) in &members {
                     shards[*i].errors.push(PlanIssue {
@@ -213,24 +268,39 @@ async fn plan_groups(
                         message: format!("cannot compute the desired canonical form: {e}"),
                     });
                 }
-                continue;
             }
-        };
+        }
+    }
+    for cleanup in cleanups {
+        if let Ok(Err(e)) = cleanup.await {
+            tracing::warn!("{e}");
+        }
+    }
+    outcome
+}
 
+async fn plan_group(
+    host: &ShardConn,
+    flavor: &ServerFlavor,
+    members: Vec<(usize, BTreeMap<String, Table>)>,
+    desired: &BTreeMap<String, Table>,
+    shards: &mut [ShardPlan],
+) {
+    {
         // Shards with the same live definitions get the same plan: diff and verify it once.
         let mut unique: Vec<SharedPlan> = Vec::new();
         for (i, live) in members {
-            let diff = diff_schemas(&live.tables, &desired);
+            let diff = diff_schemas(&live, desired);
             let found = unique.iter_mut().find(|p| {
                 p.changes == diff.changes
                     && p.errors == diff.errors
-                    && touched_equal(&p.live, &live.tables, &p.changes)
+                    && touched_equal(&p.live, &live, &p.changes)
             });
             match found {
                 Some(plan) => plan.shards.push(i),
                 None => unique.push(SharedPlan {
                     shards: vec![i],
-                    live: live.tables,
+                    live,
                     changes: diff.changes,
                     errors: diff.errors,
                 }),
@@ -238,7 +308,7 @@ async fn plan_groups(
         }
         debug!(version = %flavor.version, distinct_plans = unique.len(), "diffed");
         let verified: Vec<Result<Vec<DiffError>, LiveError>> = futures::stream::iter(unique.iter())
-            .map(|p| verify(host, &flavor, &p.live, &desired, &p.changes))
+            .map(|p| verify(host, flavor, &p.live, desired, &p.changes))
             .buffered(4)
             .collect()
             .await;
@@ -285,7 +355,6 @@ async fn plan_groups(
             }
         }
     }
-    Ok(())
 }
 
 /// A plan that several shards share, with the live tables it was made from.
@@ -307,21 +376,108 @@ fn touched_equal(
         .all(|c| a.get(&c.table).map(|t| &t.create_sql) == b.get(&c.table).map(|t| &t.create_sql))
 }
 
+/// The desired tables in canonical form, and the workspace drop still running (if any).
+struct Canonical {
+    tables: Result<BTreeMap<String, Table>, WorkspaceError>,
+    cleanup: Option<tokio::task::JoinHandle<Result<(), LiveError>>>,
+}
+
+/// Canonical forms come from the cache on the host where possible; the rest are created in a
+/// workspace, read back and cached. The workspace is dropped in the background.
 async fn canonical_desired(
     host: &ShardConn,
     flavor: &ServerFlavor,
     tables: &[DesiredTable],
-) -> Result<BTreeMap<String, Table>, WorkspaceError> {
+    use_cache: bool,
+) -> Canonical {
     let started = Instant::now();
-    let workspace = Workspace::create(host, flavor).await?;
-    let result = workspace.canonicalize(tables).await;
-    workspace.drop().await?;
+    let keys: Vec<String> = tables
+        .iter()
+        .map(|t| workspace::cache_key(flavor, t))
+        .collect();
+    let mut texts: HashMap<String, String> = HashMap::new();
+    if use_cache {
+        match workspace::cached(host, &keys).await {
+            Ok(hits) => texts = hits,
+            Err(e) => {
+                tracing::warn!("canonical-form cache unavailable, computing every table: {e}")
+            }
+        }
+    }
+    let misses: Vec<(&DesiredTable, &String)> = tables
+        .iter()
+        .zip(&keys)
+        .filter(|(_, k)| !texts.contains_key(*k))
+        .collect();
+    let mut cleanup = None;
+    if !misses.is_empty() {
+        let workspace = match Workspace::create(host, flavor).await {
+            Ok(w) => w,
+            Err(e) => {
+                return Canonical {
+                    tables: Err(e.into()),
+                    cleanup: None,
+                }
+            }
+        };
+        let missing: Vec<&DesiredTable> = misses.iter().map(|(t, _)| *t).collect();
+        let computed = workspace.canonical_texts(&missing).await;
+        cleanup = Some(tokio::spawn(workspace.drop()));
+        let computed = match computed {
+            Ok(computed) => computed,
+            Err(e) => {
+                return Canonical {
+                    tables: Err(e),
+                    cleanup,
+                }
+            }
+        };
+        let key_of: HashMap<&str, &String> =
+            misses.iter().map(|(t, k)| (t.name.as_str(), *k)).collect();
+        let fresh: Vec<(String, String)> = computed
+            .into_iter()
+            .filter_map(|(name, text)| key_of.get(name.as_str()).map(|k| ((*k).clone(), text)))
+            .collect();
+        if use_cache {
+            if let Err(e) = workspace::remember(host, &fresh).await {
+                tracing::warn!("cannot write the canonical-form cache: {e}");
+            }
+        }
+        texts.extend(fresh);
+    }
     debug!(
         tables = tables.len(),
+        computed = misses.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "canonicalized desired tables"
     );
-    result
+    let mut parsed = BTreeMap::new();
+    for (table, key) in tables.iter().zip(&keys) {
+        let Some(text) = texts.get(key) else { continue };
+        let mut canonical = match Table::parse_canonical(text) {
+            Ok(t) => t,
+            Err(source) => {
+                let e = LiveError::Canonical {
+                    shard: host.shard.clone(),
+                    source,
+                };
+                return Canonical {
+                    tables: Err(e.into()),
+                    cleanup,
+                };
+            }
+        };
+        for (column, old) in &table.renames {
+            if let Some(c) = canonical.columns.iter_mut().find(|c| &c.name == column) {
+                c.renamed_from = Some(old.clone());
+            }
+        }
+        parsed.insert(table.name.clone(), canonical);
+    }
+    Canonical {
+        tables: Ok(parsed),
+        cleanup,
+    }
 }
 
 async fn verify(

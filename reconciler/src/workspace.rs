@@ -3,7 +3,7 @@
 //! TABLE` (Skeema's approach), and every planned statement is rehearsed on empty copies of the
 //! live tables before it is shown to anyone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{StreamExt, TryStreamExt};
@@ -11,7 +11,7 @@ use mysql_async::prelude::*;
 
 use crate::diff::{Change, DiffError};
 use crate::live::{quote, LiveError, ServerFlavor, ShardConn};
-use crate::naming::WORKSPACE_PREFIX;
+use crate::naming::{METADATA_DATABASE, WORKSPACE_PREFIX};
 use crate::schema::{DesiredTable, SchemaError, Table};
 
 const PARALLEL_CREATES: usize = 4;
@@ -101,18 +101,18 @@ impl Workspace {
             .await
     }
 
-    /// The canonical form of each desired table, as this server shows it.
-    pub async fn canonicalize(
+    /// The canonical text of each desired table, as this server shows it.
+    pub async fn canonical_texts(
         &self,
-        tables: &[DesiredTable],
-    ) -> Result<BTreeMap<String, Table>, WorkspaceError> {
+        tables: &[&DesiredTable],
+    ) -> Result<Vec<(String, String)>, WorkspaceError> {
         let statements: Vec<String> = tables.iter().map(|t| t.sql.clone()).collect();
         let failed = self.run_unchecked(&statements).await?;
         if !failed.is_empty() {
             let mut errors: Vec<SchemaError> = failed
                 .into_iter()
                 .map(|(i, message)| {
-                    let t = &tables[i];
+                    let t = tables[i];
                     SchemaError::at(
                         &t.file,
                         t.line,
@@ -125,23 +125,7 @@ impl Workspace {
             return Err(WorkspaceError::Rejected(errors));
         }
         let names: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
-        let mut out = BTreeMap::new();
-        for (name, create) in self.conn.show_create(&self.database, &names).await? {
-            let mut table =
-                Table::parse_canonical(&create).map_err(|source| LiveError::Canonical {
-                    shard: self.conn.shard.clone(),
-                    source,
-                })?;
-            if let Some(desired) = tables.iter().find(|t| t.name == name) {
-                for (column, old) in &desired.renames {
-                    if let Some(c) = table.columns.iter_mut().find(|c| &c.name == column) {
-                        c.renamed_from = Some(old.clone());
-                    }
-                }
-            }
-            out.insert(name, table);
-        }
-        Ok(out)
+        Ok(self.conn.show_create(&self.database, &names).await?)
     }
 
     /// Rehearses `changes` on empty copies of the live tables they touch and checks that each
@@ -253,6 +237,89 @@ impl Workspace {
 
 /// Equal as the server shows them; the order of secondary indexes is cosmetic (the server
 /// orders a table's keys by kind, then by creation), so it does not count.
+/// The key under which a desired table's canonical text is cached: everything that decides
+/// what the server makes of the statement.
+pub fn cache_key(flavor: &ServerFlavor, table: &DesiredTable) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in [
+        &flavor.version,
+        &flavor.charset,
+        &flavor.collation,
+        &flavor.settings,
+        &table.name,
+        &table.sql,
+    ] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn cache_table() -> String {
+    format!("{}.canonical", quote(METADATA_DATABASE))
+}
+
+/// Cached canonical texts for `keys` on this server (creating the cache table if needed).
+pub async fn cached(
+    conn: &ShardConn,
+    keys: &[String],
+) -> Result<HashMap<String, String>, LiveError> {
+    conn.run_script(&format!(
+        "CREATE DATABASE IF NOT EXISTS {db}; CREATE TABLE IF NOT EXISTS {table} (\
+           cache_key CHAR(64) NOT NULL PRIMARY KEY, create_sql LONGTEXT NOT NULL, \
+           created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, KEY created_at (created_at)\
+         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        db = quote(METADATA_DATABASE),
+        table = cache_table()
+    ))
+    .await?;
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut c = conn.conn().await?;
+    let marks = vec!["?"; keys.len()].join(",");
+    let rows: Vec<(String, String)> = c
+        .exec(
+            format!(
+                "SELECT cache_key, create_sql FROM {} WHERE cache_key IN ({marks})",
+                cache_table()
+            ),
+            keys.to_vec(),
+        )
+        .await
+        .map_err(|e| conn.query_error("reading the canonical-form cache", e))?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Stores canonical texts; entries older than 30 days are pruned (and recomputed when needed).
+pub async fn remember(conn: &ShardConn, entries: &[(String, String)]) -> Result<(), LiveError> {
+    let mut c = conn.conn().await?;
+    let err = |e| conn.query_error("writing the canonical-form cache", e);
+    for chunk in entries.chunks(200) {
+        let marks = vec!["(?, ?)"; chunk.len()].join(",");
+        let params: Vec<mysql_async::Value> = chunk
+            .iter()
+            .flat_map(|(k, v)| [k.as_str().into(), v.as_str().into()])
+            .collect();
+        c.exec_drop(
+            format!(
+                "INSERT IGNORE INTO {} (cache_key, create_sql) VALUES {marks}",
+                cache_table()
+            ),
+            params,
+        )
+        .await
+        .map_err(err)?;
+    }
+    c.query_drop(format!(
+        "DELETE FROM {} WHERE created_at < NOW() - INTERVAL 30 DAY",
+        cache_table()
+    ))
+    .await
+    .map_err(err)
+}
+
 pub fn converged(got: &Table, want: &Table) -> bool {
     if got.create_sql == want.create_sql {
         return true;

@@ -101,6 +101,7 @@ async fn deploy_keyspace(
     let plan_options = PlanOptions {
         keyspace: Some(name.clone()),
         concurrency: args.concurrency,
+        ..PlanOptions::default()
     };
     let plan = plan::plan(desired, &plan_options).await?;
     if plan.has_errors() {

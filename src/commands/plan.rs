@@ -23,6 +23,10 @@ pub struct Args {
     /// Shards introspected at the same time across the fleet.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Compute every desired table's canonical form on the server instead of reusing the
+    /// cache kept in `_schemagate.canonical`.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -32,6 +36,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let options = PlanOptions {
         keyspace: args.keyspace,
         concurrency: args.concurrency,
+        cache: !args.no_cache,
     };
     let plan = plan::plan(&desired, &options).await?;
     output::print_plan(&plan, args.format)?;
