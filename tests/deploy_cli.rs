@@ -32,6 +32,51 @@ fn seed(rows: u64) -> String {
 /// What the writer believes each shard's `items` holds: id → val.
 type Model = BTreeMap<i64, i64>;
 
+/// One write of the writer, and what it does to the model once committed.
+enum Op {
+    Insert(i64, i64),
+    Update(i64, i64),
+    /// A primary-key-changing update: old id, new id.
+    Rekey(i64, i64),
+    Delete(i64),
+}
+
+impl Op {
+    fn statement(&self) -> (&'static str, Vec<mysql_async::Value>) {
+        match *self {
+            Op::Insert(id, val) => (
+                "INSERT INTO items (id, val) VALUES (?, ?)",
+                vec![id.into(), val.into()],
+            ),
+            Op::Update(id, val) => (
+                "UPDATE items SET val = ? WHERE id = ?",
+                vec![val.into(), id.into()],
+            ),
+            Op::Rekey(old, new) => (
+                "UPDATE items SET id = ? WHERE id = ?",
+                vec![new.into(), old.into()],
+            ),
+            Op::Delete(id) => ("DELETE FROM items WHERE id = ?", vec![id.into()]),
+        }
+    }
+
+    fn apply(&self, model: &mut Model) {
+        match *self {
+            Op::Insert(id, val) | Op::Update(id, val) => {
+                model.insert(id, val);
+            }
+            Op::Rekey(old, new) => {
+                if let Some(val) = model.remove(&old) {
+                    model.insert(new, val);
+                }
+            }
+            Op::Delete(id) => {
+                model.remove(&id);
+            }
+        }
+    }
+}
+
 /// Random inserts, updates, primary-key-changing updates and deletes, until stopped.
 async fn writer(
     dsn: String,
@@ -54,53 +99,22 @@ async fn writer(
         let keys: Vec<i64> = model.keys().copied().collect();
         let pick = keys[rand(keys.len() as u64) as usize];
         let val = rand(100_000) as i64;
-        let (sql, params, apply): (
-            &str,
-            Vec<mysql_async::Value>,
-            Box<dyn FnOnce(&mut Model) + Send>,
-        ) = match rand(4) {
-            0 => {
-                let id = next_id;
+        let op = match rand(4) {
+            0 | 2 => {
                 next_id += 1;
-                (
-                    "INSERT INTO items (id, val) VALUES (?, ?)",
-                    vec![id.into(), val.into()],
-                    Box::new(move |m| {
-                        m.insert(id, val);
-                    }),
-                )
+                if rand(2) == 0 {
+                    Op::Insert(next_id, val)
+                } else {
+                    Op::Rekey(pick, next_id)
+                }
             }
-            1 => (
-                "UPDATE items SET val = ? WHERE id = ?",
-                vec![val.into(), pick.into()],
-                Box::new(move |m| {
-                    m.insert(pick, val);
-                }),
-            ),
-            2 => {
-                let id = next_id;
-                next_id += 1;
-                (
-                    "UPDATE items SET id = ? WHERE id = ?",
-                    vec![id.into(), pick.into()],
-                    Box::new(move |m| {
-                        if let Some(v) = m.remove(&pick) {
-                            m.insert(id, v);
-                        }
-                    }),
-                )
-            }
-            _ => (
-                "DELETE FROM items WHERE id = ?",
-                vec![pick.into()],
-                Box::new(move |m| {
-                    m.remove(&pick);
-                }),
-            ),
+            1 => Op::Update(pick, val),
+            _ => Op::Delete(pick),
         };
         // A statement either commits (autocommit) or fails as a whole: the model follows.
+        let (sql, params) = op.statement();
         if conn.exec_drop(sql, params).await.is_ok() {
-            apply(&mut model);
+            op.apply(&mut model);
         }
     }
     model
@@ -298,4 +312,51 @@ fn destructive_changes_need_allow_unsafe() {
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("--allow-unsafe"), "{}", stderr(&out));
     assert_eq!(show_tables(a, &db).len(), 2, "nothing was touched");
+}
+
+#[test]
+fn the_auto_increment_counter_survives_the_swap() {
+    let [a, ..] = servers() else {
+        panic!("a server")
+    };
+    let db = database(
+        &[a],
+        "autoinc",
+        "CREATE TABLE c (id int NOT NULL AUTO_INCREMENT PRIMARY KEY, v int) ENGINE=InnoDB;
+         INSERT INTO c (v) SELECT seq FROM seq_1_to_10; DELETE FROM c WHERE id > 7;",
+    );
+    let counter = || {
+        runtime().block_on(async {
+            let mut conn = mysql_async::Conn::new(mysql_async::Opts::from_url(&a.dsn()).unwrap()).await.unwrap();
+            conn.exec_first::<i64, _, _>(
+                "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'c'",
+                (&db,),
+            )
+            .await
+            .unwrap()
+        })
+    };
+    let before = counter().expect("an auto-increment counter");
+    assert!(before > 8, "the counter is past the deleted rows");
+    let desired = "create table c (id int not null auto_increment primary key, v bigint);";
+    let dir = repo(
+        &config("app", &db, &[("0", a.dsn())]),
+        &[("app/c.sql", desired)],
+    );
+    let out = schemagate(&["apply", "--repo", dir.path().to_str().unwrap(), "--yes"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    sql(a, Some(&db), "INSERT INTO c (v) VALUES (0)");
+    let next = runtime().block_on(async {
+        let mut conn = mysql_async::Conn::new(mysql_async::Opts::from_url(&a.dsn()).unwrap())
+            .await
+            .unwrap();
+        conn.query_first::<i64, _>(format!("SELECT MAX(id) FROM `{db}`.c"))
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        next,
+        Some(before),
+        "ids of deleted rows are not handed out again"
+    );
 }

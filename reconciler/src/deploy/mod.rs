@@ -727,10 +727,16 @@ async fn stage_shadow(
     };
     let copying = async move {
         let result = shadow
-            .copy(conn, cell.checkpoint.clone(), copy, |p| {
-                let _ = tx.send(Some(p.clone()));
-                crate::failpoint("stage:after-chunk");
-            })
+            // A checkpoint only means something for the very shadow it was taken on.
+            .copy(
+                conn,
+                cell.checkpoint.clone().filter(|_| shadow.resumed()),
+                copy,
+                |p| {
+                    let _ = tx.send(Some(p.clone()));
+                    crate::failpoint("stage:after-chunk");
+                },
+            )
             .await;
         drop(tx);
         result.map(|_| shadow)

@@ -66,6 +66,8 @@ struct Flip<'a> {
     instant: Vec<String>,
     /// `(from, to)` renames, flag → sentinel last.
     renames: Vec<(String, String)>,
+    /// `(original, shadow)`: auto-increment counters carried over before the flip.
+    counters: Vec<(String, String)>,
 }
 
 impl Flip<'_> {
@@ -89,6 +91,7 @@ fn plan_flip<'a>(conn: &'a ShardConn, database: &str, id: &str, cells: &[Cell]) 
         locks: Vec::new(),
         instant: Vec::new(),
         renames: Vec::new(),
+        counters: Vec::new(),
     };
     for cell in cells {
         let new = crate::naming::artifact(id, "new", &cell.table);
@@ -100,6 +103,7 @@ fn plan_flip<'a>(conn: &'a ShardConn, database: &str, id: &str, cells: &[Cell]) 
                     cell.table.clone(),
                     crate::naming::artifact(id, "old", &cell.table),
                 ));
+                flip.counters.push((cell.table.clone(), new.clone()));
                 flip.renames.push((new, cell.table.clone()));
             }
             Strategy::Create => {
@@ -434,6 +438,12 @@ async fn hold(flip: &Flip<'_>, id: &str, options: &SealOptions) -> Result<Held, 
     lock.query_drop(format!("LOCK TABLES {}", tables.join(", ")))
         .await
         .map_err(err)?;
+    // With writes blocked the counters are final: a shadow made by CREATE TABLE … LIKE starts
+    // at 1 and would hand out the ids of deleted tail rows again.
+    if let Err(e) = carry_auto_increment(&mut lock, flip).await {
+        let _ = lock.query_drop("UNLOCK TABLES").await;
+        return Err(e);
+    }
 
     let mut runner = match flip.conn.conn().await {
         Ok(c) => c,
@@ -482,6 +492,27 @@ async fn hold(flip: &Flip<'_>, id: &str, options: &SealOptions) -> Result<Held, 
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+async fn carry_auto_increment(lock: &mut Conn, flip: &Flip<'_>) -> Result<(), String> {
+    for (original, shadow) in &flip.counters {
+        let next: Option<Option<u64>> = lock
+            .exec_first(
+                "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&flip.database, original),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(Some(next)) = next {
+            lock.query_drop(format!(
+                "ALTER TABLE {} AUTO_INCREMENT = {next}",
+                flip.qualified(shadow)
+            ))
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
 }
 
 /// Releases a held shard without flipping it.

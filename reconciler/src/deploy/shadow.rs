@@ -45,6 +45,9 @@ const ER_DUP_ENTRY: u16 = 1062;
 const ER_NO_SUCH_TABLE: u16 = 1146;
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 const ER_LOCK_DEADLOCK: u16 = 1213;
+/// Warnings a chunk may raise that say nothing about its data: deprecated syntax, and a
+/// statement with LIMIT being unsafe for statement-based binary logging.
+const BENIGN_WARNINGS: [u16; 2] = [1287, 1592];
 
 /// What to change, given by the caller; every name in it is the caller's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,61 +107,47 @@ impl Default for CopyOptions {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
-    /// Rows inserted by this call of [`Shadow::copy`] (rows the triggers had already put in
-    /// the shadow are not counted).
+    /// Rows this call of [`Shadow::copy`] went through (some the triggers had already put in
+    /// the shadow).
     pub rows_copied: u64,
     /// The server's estimate of the table's row count, read when the copy started.
     pub rows_estimated: u64,
     /// The last key copied, a JSON array with one element per key column (numbers, strings,
     /// binary columns as hex). Every row with a key up to it is in the shadow.
     pub checkpoint: Option<String>,
-    /// Rows asked for in the chunk just copied.
+    /// Rows asked for in the chunk just copied; a chunk that gets fewer is the last.
     pub chunk_size: u64,
     pub rows_per_sec: f64,
 }
 
+/// Every message names the table as `` `database`.`table` ``; the shard is the caller's to add.
 #[derive(Debug, thiserror::Error)]
 pub enum ShadowError {
-    #[error(
-        "shard {shard}: `{database}`.`{table}` cannot be changed through a shadow table: {reason}"
-    )]
-    Refused {
-        shard: String,
-        database: String,
-        table: String,
-        reason: String,
-    },
-    #[error("shard {shard}: `{database}`.`{table}`: a statement of the plan failed on the shadow table `{shadow}`: {message} (statement: {statement}); the shadow was dropped: plan again against this shard's table")]
+    #[error("{table} cannot be changed through a shadow table: {reason}")]
+    Refused { table: String, reason: String },
+    #[error("{table}: a statement of the plan failed on the shadow table `{shadow}`: {message} (statement: {statement}); the shadow was dropped: plan again against this table")]
     Statement {
-        shard: String,
-        database: String,
         table: String,
         shadow: String,
         statement: String,
         message: String,
     },
-    #[error("shard {shard}: `{database}`.`{table}`: copying rows into the shadow table `{shadow}` changed them: {warning}; the new definition cannot hold the existing data: cancel the deployment (which drops the shadow), fix the data or the change, and deploy again")]
+    #[error("{table}: copying rows into the shadow table `{shadow}` changed them: {warning}; the new definition cannot hold the existing data: cancel the deployment (which drops the shadow), fix the data or the change, and deploy again")]
     Lossy {
-        shard: String,
-        database: String,
         table: String,
         shadow: String,
         warning: String,
     },
-    #[error("shard {shard}: `{database}`.`{table}`: the shadow table `{shadow}` differs from the table for keys {range}: {detail}{}; nothing was switched: cancel the deployment (which drops the shadow and triggers), fix the cause, and deploy again", cause_suffix(.cause))]
+    #[error("{table}: the shadow table `{shadow}` differs from the table for keys {range}: {detail}{}; nothing was switched: cancel the deployment (which drops the shadow and triggers), fix the cause, and deploy again", cause_suffix(.cause))]
     Mismatch {
-        shard: String,
-        database: String,
         table: String,
         shadow: String,
         range: String,
         detail: String,
         cause: Option<String>,
     },
-    #[error("shard {shard}: `{database}`.`{table}`: checkpoint {checkpoint} cannot be used: {reason}; resume with the checkpoint the last copy of this shadow reported, or copy again from the start (no checkpoint)")]
+    #[error("{table}: checkpoint {checkpoint} cannot be used: {reason}; resume with the checkpoint the last copy of this shadow reported, or copy again from the start (no checkpoint)")]
     BadCheckpoint {
-        shard: String,
-        database: String,
         table: String,
         checkpoint: String,
         reason: String,
@@ -281,13 +270,12 @@ impl Shadow {
     /// otherwise leftovers are dropped and everything is created again, and a saved checkpoint
     /// must be discarded (the checksum would catch the rows it skipped).
     pub async fn prepare(conn: &ShardConn, spec: ShadowSpec) -> Result<Shadow, ShadowError> {
-        validate_spec(conn, &spec)?;
+        validate_spec(&spec)?;
         let mut c = conn.conn().await?;
         let original = show_create(&mut c, conn, &spec.database, &spec.table)
             .await?
             .ok_or_else(|| {
                 refused(
-                    conn,
                     &spec,
                     "the table does not exist (was it renamed or dropped since the plan?)",
                 )
@@ -302,7 +290,6 @@ impl Shadow {
             .collect();
         if !foreign.is_empty() {
             return Err(refused(
-                conn,
                 &spec,
                 format!(
                     "it has triggers ({}); the shadow's triggers would run alongside them, and a \
@@ -314,7 +301,6 @@ impl Shadow {
         }
         if candidate_keys(&original).is_empty() {
             return Err(refused(
-                conn,
                 &spec,
                 "it has no PRIMARY KEY and no UNIQUE key over NOT NULL columns (of a type the \
                  copy can range over); rows cannot be found again without one: add a primary \
@@ -384,13 +370,11 @@ impl Shadow {
         .await?;
         for statement in &spec.statements {
             let rewritten = rewrite_alter(statement, &spec.table, &shadow_name)
-                .ok_or_else(|| refused(conn, spec, "unreachable: statements are validated"))?;
+                .ok_or_else(|| refused(spec, "a statement does not start with ALTER TABLE"))?;
             if let Err(e) = c.query_drop(&rewritten).await {
                 return Err(match e {
                     mysql_async::Error::Server(e) => ShadowError::Statement {
-                        shard: conn.shard.clone(),
-                        database: spec.database.clone(),
-                        table: spec.table.clone(),
+                        table: spec.table_name(),
                         shadow: spec.shadow.clone(),
                         statement: statement.clone(),
                         message: e.message,
@@ -403,7 +387,6 @@ impl Shadow {
             .await?
             .ok_or_else(|| {
                 refused(
-                    conn,
                     spec,
                     "the shadow table is gone after the plan's statements (do they rename the \
                      table?)",
@@ -411,20 +394,19 @@ impl Shadow {
             })?;
         if !shadow_table.foreign_keys.is_empty() {
             return Err(refused(
-                conn,
                 spec,
                 "the change adds foreign keys; the shadow method cannot carry them: add them \
                  in a separate, native ALTER",
             ));
         }
-        let layout = layout(spec, original, &shadow_table).map_err(|r| refused(conn, spec, r))?;
+        let layout = layout(spec, original, &shadow_table).map_err(|r| refused(spec, r))?;
         let shadow = Shadow {
             spec: spec.clone(),
             layout,
             resumed: false,
         };
         if let Some(reason) = shadow.first_failed_check(c, conn).await? {
-            return Err(refused(conn, spec, reason));
+            return Err(refused(spec, reason));
         }
         // The three triggers appear at once, under LOCK TABLES. Added one by one, MariaDB
         // 10.11 fails server-side prepared statements that run in between with "Table
@@ -476,7 +458,7 @@ impl Shadow {
         mut on_chunk: impl FnMut(&Progress),
     ) -> Result<Progress, ShadowError> {
         let mut lo = match &checkpoint {
-            Some(text) => Some(self.parse_checkpoint(conn, text)?),
+            Some(text) => Some(self.parse_checkpoint(text)?),
             None => None,
         };
         let mut c = conn.conn().await?;
@@ -492,28 +474,26 @@ impl Shadow {
         loop {
             throttle(&mut c, conn, options.max_threads_running).await?;
             let chunk_started = Instant::now();
-            let hi = self.boundary(&mut c, conn, lo.as_deref(), size).await?;
-            let sql = self.copy_sql(lo.is_some(), hi.is_some());
-            let params = self.range_params(lo.as_deref(), hi.as_deref());
-            let rows = self.copy_chunk(&mut c, conn, &sql, params).await?;
-            progress.rows_copied += rows;
+            let sql = self.copy_sql(lo.is_some());
+            let mut params = self.range_params(lo.as_deref(), None);
+            params.push(Value::UInt(size));
+            let read = self.copy_chunk(&mut c, conn, &sql, params).await?;
+            if read > 0 {
+                lo = Some(self.last_copied(&mut c, conn).await?);
+            }
+            progress.rows_copied += read;
             progress.chunk_size = size;
             progress.rows_per_sec =
                 progress.rows_copied as f64 / started.elapsed().as_secs_f64().max(1e-3);
-            let done = hi.is_none();
-            let last = match hi {
-                Some(hi) => Some(hi),
-                // Rows beyond the last one copied are the triggers' from now on.
-                None => self.last_key(&mut c, conn).await?.or(lo),
-            };
-            progress.checkpoint = last.as_ref().map(|k| Json::Array(k.clone()).to_string());
-            tracing::debug!(table = %self.spec.table, rows, size, elapsed_ms = chunk_started.elapsed().as_millis() as u64, "copied a chunk");
+            progress.checkpoint = lo.as_ref().map(|k| Json::Array(k.clone()).to_string());
+            tracing::debug!(table = %self.spec.table, read, size, elapsed_ms = chunk_started.elapsed().as_millis() as u64, "copied a chunk");
             on_chunk(&progress);
-            if done {
+            // A short chunk reached the end of the table: rows inserted from now on are the
+            // triggers' to copy.
+            if read < size {
                 return Ok(progress);
             }
             size = next_chunk_size(size, chunk_started.elapsed(), options.target_chunk_time);
-            lo = last;
         }
     }
 
@@ -673,13 +653,12 @@ impl Shadow {
             .join(", ")
     }
 
-    fn key_order(&self, descending: bool) -> String {
-        let direction = if descending { " DESC" } else { "" };
+    fn key_order(&self) -> String {
         self.layout
             .key
             .columns
             .iter()
-            .map(|k| format!("{}{direction}", quote_ident(&k.name)))
+            .map(|k| quote_ident(&k.name))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -754,8 +733,8 @@ impl Shadow {
         params
     }
 
-    /// The last key of the next chunk of `size` rows above `lo`, or `None` if fewer rows are
-    /// left (the final chunk then has no upper bound).
+    /// The last key of the next checksum chunk of `size` rows above `lo`, or `None` if fewer
+    /// rows are left (the final chunk then has no upper bound).
     async fn boundary(
         &self,
         c: &mut Conn,
@@ -768,7 +747,7 @@ impl Shadow {
             self.key_select(),
             self.source(&Side::Table),
             self.range_where(lo.is_some(), false),
-            self.key_order(false)
+            self.key_order()
         );
         let mut params = self.range_params(lo, None);
         params.push(Value::UInt(size.saturating_sub(1)));
@@ -776,33 +755,10 @@ impl Shadow {
             .exec_first(sql, params)
             .await
             .map_err(|e| conn.query_error("finding the next chunk's last key", e))?;
-        row.map(|row| self.key_from_row(conn, &row, 0)).transpose()
+        row.map(|row| self.key_from_row(&row, 0)).transpose()
     }
 
-    async fn last_key(
-        &self,
-        c: &mut Conn,
-        conn: &ShardConn,
-    ) -> Result<Option<Vec<Json>>, ShadowError> {
-        let sql = format!(
-            "SELECT {} FROM {} ORDER BY {} LIMIT 1",
-            self.key_select(),
-            self.source(&Side::Table),
-            self.key_order(true)
-        );
-        let row: Option<Row> = c
-            .exec_first(sql, ())
-            .await
-            .map_err(|e| conn.query_error("reading the last key", e))?;
-        row.map(|row| self.key_from_row(conn, &row, 0)).transpose()
-    }
-
-    fn key_from_row(
-        &self,
-        conn: &ShardConn,
-        row: &Row,
-        first: usize,
-    ) -> Result<Vec<Json>, ShadowError> {
+    fn key_from_row(&self, row: &Row, first: usize) -> Result<Vec<Json>, ShadowError> {
         self.layout
             .key
             .columns
@@ -812,7 +768,6 @@ impl Shadow {
                 let value = row.as_ref(first + i).cloned().unwrap_or(Value::NULL);
                 to_json(k.kind, value).ok_or_else(|| {
                     refused(
-                        conn,
                         &self.spec,
                         format!("a value of key column `{}` cannot be read back", k.name),
                     )
@@ -821,7 +776,10 @@ impl Shadow {
             .collect()
     }
 
-    fn copy_sql(&self, lower: bool, upper: bool) -> String {
+    /// One chunk: the next `LIMIT ?` rows above the lower bound, in key order. Each row read
+    /// stores its key in session variables, so the chunk's last key costs no second scan
+    /// (rows come in index order: the index is forced and matches the ORDER BY).
+    fn copy_sql(&self, lower: bool) -> String {
         // LOCK IN SHARE MODE makes the copy read the latest committed rows and hold them until
         // the chunk commits. Without it, the copy could read a row, a concurrent DELETE (or a
         // key-changing UPDATE) could commit and its trigger find nothing to delete in the
@@ -830,15 +788,52 @@ impl Shadow {
         // the chunk waits for the writer (and no longer sees the row). The gap locks also hold
         // back inserts into the range while it is copied. Rows the triggers put in first win:
         // INSERT IGNORE skips them, as their values are newer.
+        let range = self.range_where(lower, false);
+        let capture = self
+            .layout
+            .key
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("(@_sg_key{i} := {}) IS NOT NULL", quote_ident(&k.name)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let condition = if range.is_empty() {
+            format!(" WHERE {capture}")
+        } else {
+            format!("{range} AND {capture}")
+        };
         format!(
-            "INSERT IGNORE INTO {} ({}) SELECT {} FROM {}{} ORDER BY {} LOCK IN SHARE MODE",
+            "INSERT IGNORE INTO {} ({}) SELECT {} FROM {}{condition} ORDER BY {} LIMIT ? \
+             LOCK IN SHARE MODE",
             self.spec.shadow_name(),
             self.column_list(Side::Shadow),
             self.column_list(Side::Table),
             self.source(&Side::Table),
-            self.range_where(lower, upper),
-            self.key_order(false)
+            self.key_order()
         )
+    }
+
+    /// The key of the last row the chunk just read, from the session variables it set.
+    async fn last_copied(&self, c: &mut Conn, conn: &ShardConn) -> Result<Vec<Json>, ShadowError> {
+        let variables = self
+            .layout
+            .key
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, k)| match k.kind {
+                KeyKind::Binary => format!("HEX(@_sg_key{i})"),
+                _ => format!("@_sg_key{i}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let row: Option<Row> = c
+            .exec_first(format!("SELECT {variables}"), ())
+            .await
+            .map_err(|e| conn.query_error("reading the chunk's last key", e))?;
+        let row = row.ok_or_else(|| refused(&self.spec, "the chunk's last key is unreadable"))?;
+        self.key_from_row(&row, 0)
     }
 
     async fn copy_chunk(
@@ -864,11 +859,23 @@ impl Shadow {
                 }
             }
         }
-        let rows = c.affected_rows();
+        // `Records: N  Duplicates: D  Warnings: W`: N counts the rows read, including those
+        // the triggers had already put in the shadow.
+        let info = c.info().into_owned();
+        let read = info
+            .strip_prefix("Records: ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| {
+                refused(
+                    &self.spec,
+                    format!("the server's answer to a chunk (`{info}`) has no row count"),
+                )
+            })?;
         if c.get_warnings() > 0 {
             self.check_warnings(c, conn).await?;
         }
-        Ok(rows)
+        Ok(read)
     }
 
     /// INSERT IGNORE turns every error into a warning: a duplicate under the shared key only
@@ -883,7 +890,10 @@ impl Shadow {
             let level: String = cell(&row, 0).unwrap_or_default();
             let code: u16 = cell(&row, 1).unwrap_or_default();
             let message: String = cell(&row, 2).unwrap_or_default();
-            if level == "Note" || (code == ER_DUP_ENTRY && message.ends_with(&benign)) {
+            let harmless = level == "Note"
+                || BENIGN_WARNINGS.contains(&code)
+                || (code == ER_DUP_ENTRY && message.ends_with(&benign));
+            if harmless {
                 continue;
             }
             let warning = if code == ER_DUP_ENTRY {
@@ -892,9 +902,7 @@ impl Shadow {
                 message
             };
             return Err(ShadowError::Lossy {
-                shard: conn.shard.clone(),
-                database: self.spec.database.clone(),
-                table: self.spec.table.clone(),
+                table: self.spec.table_name(),
                 shadow: self.spec.shadow.clone(),
                 warning,
             });
@@ -914,11 +922,9 @@ impl Shadow {
         Ok(row.and_then(|r| cell::<u64>(&r, 0)).unwrap_or(0))
     }
 
-    fn parse_checkpoint(&self, conn: &ShardConn, text: &str) -> Result<Vec<Json>, ShadowError> {
+    fn parse_checkpoint(&self, text: &str) -> Result<Vec<Json>, ShadowError> {
         let fail = |reason: String| ShadowError::BadCheckpoint {
-            shard: conn.shard.clone(),
-            database: self.spec.database.clone(),
-            table: self.spec.table.clone(),
+            table: self.spec.table_name(),
             checkpoint: text.to_string(),
             reason,
         };
@@ -1021,9 +1027,7 @@ impl Shadow {
             Err(e) => return e,
         };
         ShadowError::Mismatch {
-            shard: conn.shard.clone(),
-            database: self.spec.database.clone(),
-            table: self.spec.table.clone(),
+            table: self.spec.table_name(),
             shadow: self.spec.shadow.clone(),
             range,
             detail,
@@ -1048,7 +1052,7 @@ impl Shadow {
                 self.row_hash_expr(&side),
                 self.source(&side),
                 self.range_where(lo.is_some(), hi.is_some()),
-                self.key_order(false)
+                self.key_order()
             )
         };
         let context = "listing the rows of a chunk that differs";
@@ -1068,7 +1072,7 @@ impl Shadow {
         let keyed = |rows: Vec<Row>| -> Result<Vec<(Vec<Json>, String)>, ShadowError> {
             rows.iter()
                 .map(|row| {
-                    let key = self.key_from_row(conn, row, 0)?;
+                    let key = self.key_from_row(row, 0)?;
                     Ok((key, cell::<String>(row, width).unwrap_or_default()))
                 })
                 .collect()
@@ -1272,7 +1276,7 @@ impl Shadow {
             .await
             .map_err(|e| conn.query_error("checking the data against the new definition", e))?;
         row.map(|row| {
-            self.key_from_row(conn, &row, 0)
+            self.key_from_row(&row, 0)
                 .map(|k| Json::Array(k).to_string())
         })
         .transpose()
@@ -1314,11 +1318,9 @@ async fn drop_triggers_with(
     Ok(())
 }
 
-fn refused(conn: &ShardConn, spec: &ShadowSpec, reason: impl Into<String>) -> ShadowError {
+fn refused(spec: &ShadowSpec, reason: impl Into<String>) -> ShadowError {
     ShadowError::Refused {
-        shard: conn.shard.clone(),
-        database: spec.database.clone(),
-        table: spec.table.clone(),
+        table: spec.table_name(),
         reason: reason.into(),
     }
 }
@@ -1327,7 +1329,7 @@ fn qualify(database: &str, name: &str) -> String {
     format!("{}.{}", quote_ident(database), quote_ident(name))
 }
 
-fn validate_spec(conn: &ShardConn, spec: &ShadowSpec) -> Result<(), ShadowError> {
+fn validate_spec(spec: &ShadowSpec) -> Result<(), ShadowError> {
     let problem = if spec.database.is_empty() || spec.table.is_empty() || spec.shadow.is_empty() {
         Some("the database, table and shadow names must not be empty".to_string())
     } else if spec.shadow == spec.table {
@@ -1347,7 +1349,7 @@ fn validate_spec(conn: &ShardConn, spec: &ShadowSpec) -> Result<(), ShadowError>
             })
     };
     match problem {
-        Some(reason) => Err(refused(conn, spec, reason)),
+        Some(reason) => Err(refused(spec, reason)),
         None => Ok(()),
     }
 }
@@ -1426,7 +1428,6 @@ async fn refuse_foreign_keys(
 ) -> Result<(), ShadowError> {
     if let Some(fk) = original.foreign_keys.first() {
         return Err(refused(
-            conn,
             spec,
             format!(
                 "it has foreign key `{}`; the shadow would need its own, and the swap would \
@@ -1449,7 +1450,6 @@ async fn refuse_foreign_keys(
         let table: String = cell(&row, 1).unwrap_or_default();
         let name: String = cell(&row, 2).unwrap_or_default();
         return Err(refused(
-            conn,
             spec,
             format!(
                 "foreign key `{name}` of `{schema}`.`{table}` references it; after the swap it \
@@ -2126,8 +2126,8 @@ mod tests {
         };
         assert_eq!(
             shadow.range_where(true, true),
-            " WHERE (((`a` > ?) OR (`a` = ? AND `b` > UNHEX(?)))) AND \
-             (((`a` < ?) OR (`a` = ? AND `b` <= UNHEX(?))))"
+            " WHERE ((`a` > ?) OR (`a` = ? AND `b` > UNHEX(?))) AND \
+             ((`a` < ?) OR (`a` = ? AND `b` <= UNHEX(?)))"
         );
         let lo = [Json::from(1), Json::from("ff00")];
         let hi = [Json::from(2), Json::from("00")];

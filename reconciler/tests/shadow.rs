@@ -1,0 +1,960 @@
+//! The shadow-table engine against real mariadbd servers: copy, checksum, concurrent writes,
+//! resume, refusals, key types. Each test works in a database of its own.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::*;
+use mysql_async::{Row, Value};
+use reconciler::deploy::shadow::{CopyOptions, Progress, Shadow, ShadowError, ShadowSpec};
+use reconciler::live::ShardConn;
+use reconciler::sandbox::{self, Sandbox, Server};
+use reconciler::source::Dsn;
+
+const SHADOW: &str = "_sg0123456789ab_new_t";
+const PREFIX: &str = "_sg0123456789ab_tr_t";
+
+fn server(i: usize) -> &'static Server {
+    &sandbox::shared().expect("sandbox servers start").servers()[i]
+}
+
+fn shard(server: &Server) -> ShardConn {
+    ShardConn::new("s1", &Dsn::parse(&server.dsn()).expect("dsn"), 8)
+}
+
+/// A fresh database loaded with `script`.
+async fn database(conn: &ShardConn, prefix: &str, script: &str) -> String {
+    let db = sandbox::unique_name(prefix);
+    conn.run_script(&format!("CREATE DATABASE `{db}`; USE `{db}`; {script}"))
+        .await
+        .expect("setup script");
+    db
+}
+
+fn spec(db: &str, table: &str, statements: &[&str]) -> ShadowSpec {
+    ShadowSpec {
+        database: db.to_string(),
+        table: table.to_string(),
+        shadow: SHADOW.to_string(),
+        trigger_prefix: PREFIX.to_string(),
+        statements: statements.iter().map(|s| s.to_string()).collect(),
+        renames: Vec::new(),
+    }
+}
+
+async fn rows(conn: &ShardConn, sql: &str) -> Vec<Vec<Value>> {
+    let mut c = conn.conn().await.expect("conn");
+    let rows: Vec<Row> = c.query(sql).await.expect(sql);
+    rows.into_iter().map(Row::unwrap).collect()
+}
+
+async fn exec(conn: &ShardConn, sql: &str) {
+    let mut c = conn.conn().await.expect("conn");
+    c.query_drop(sql).await.expect(sql);
+}
+
+/// The tool's tables and all triggers left in `db`.
+async fn artifacts(conn: &ShardConn, db: &str) -> Vec<String> {
+    let mut c = conn.conn().await.expect("conn");
+    let mut names: Vec<String> = c
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME LIKE '\\_sg%'",
+            (db,),
+        )
+        .await
+        .expect("tables");
+    let triggers: Vec<String> = c
+        .exec(
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ?",
+            (db,),
+        )
+        .await
+        .expect("triggers");
+    names.extend(triggers);
+    names
+}
+
+fn fast() -> CopyOptions {
+    CopyOptions {
+        target_chunk_time: Duration::from_millis(100),
+        max_threads_running: 50,
+    }
+}
+
+async fn copy_all(shadow: &Shadow, conn: &ShardConn, checkpoint: Option<String>) -> Vec<Progress> {
+    let mut seen = Vec::new();
+    let last = shadow
+        .copy(conn, checkpoint, &fast(), |p| seen.push(p.clone()))
+        .await
+        .expect("copy");
+    assert_eq!(seen.last(), Some(&last));
+    seen
+}
+
+fn refusal(result: Result<Shadow, ShadowError>) -> String {
+    match result {
+        Err(e @ ShadowError::Refused { .. }) => e.to_string(),
+        Err(e) => panic!("expected a refusal, got: {e}"),
+        Ok(_) => panic!("expected a refusal, got a prepared shadow"),
+    }
+}
+
+#[tokio::test]
+async fn copies_and_checksums_a_table_with_added_column_index_and_wider_column() {
+    let conn = shard(server(0));
+    let db = database(
+        &conn,
+        "basic",
+        "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, a INT NOT NULL, b VARCHAR(40), \
+           c DATETIME(6), d DECIMAL(10,2), g INT AS (a * 2) VIRTUAL);
+         INSERT INTO t (a, b, c, d) SELECT seq, IF(seq % 10 = 0, NULL, CONCAT('row-', seq)), \
+           '2024-01-01' + INTERVAL seq SECOND, seq / 7 FROM seq_1_to_20000;",
+    )
+    .await;
+    let spec = spec(
+        &db,
+        "t",
+        &[
+            "ALTER TABLE `t` ADD COLUMN `e` int NOT NULL DEFAULT 7, ADD KEY `ka` (`a`), \
+           MODIFY `b` varchar(80) DEFAULT NULL",
+        ],
+    );
+    let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    assert!(!shadow.resumed());
+    assert_eq!(shadow.spec(), &spec);
+    let mut names = artifacts(&conn, &db).await;
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            SHADOW,
+            &format!("{PREFIX}_del"),
+            &format!("{PREFIX}_ins"),
+            &format!("{PREFIX}_upd")
+        ]
+    );
+
+    let progress = copy_all(&shadow, &conn, None).await;
+    assert!(progress.len() > 2, "{} chunks", progress.len());
+    let last = progress.last().expect("a chunk");
+    assert_eq!(last.rows_copied, 20_000);
+    assert_eq!(last.checkpoint.as_deref(), Some("[20000]"));
+    assert!(last.rows_estimated > 10_000 && last.rows_per_sec > 0.0);
+    shadow.checksum(&conn).await.expect("checksum");
+
+    let columns = "id, a, b, c, d, g";
+    let original = rows(
+        &conn,
+        &format!("SELECT {columns} FROM `{db}`.t ORDER BY id"),
+    )
+    .await;
+    let copied = rows(
+        &conn,
+        &format!("SELECT {columns} FROM `{db}`.`{SHADOW}` ORDER BY id"),
+    )
+    .await;
+    assert_eq!(original.len(), 20_000);
+    assert_eq!(original, copied);
+    let e = rows(&conn, &format!("SELECT DISTINCT e FROM `{db}`.`{SHADOW}`")).await;
+    assert_eq!(e, [[Value::Bytes(b"7".to_vec())]]);
+    let create = rows(&conn, &format!("SHOW CREATE TABLE `{db}`.`{SHADOW}`")).await;
+    let Value::Bytes(create) = &create[0][1] else {
+        panic!("create text")
+    };
+    let create = String::from_utf8_lossy(create);
+    assert!(
+        create.contains("`b` varchar(80)") && create.contains("KEY `ka` (`a`)"),
+        "{create}"
+    );
+
+    // A second prepare reuses what is there.
+    let again = Shadow::prepare(&conn, spec.clone())
+        .await
+        .expect("prepare again");
+    assert!(again.resumed());
+    again.checksum(&conn).await.expect("checksum again");
+
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup twice");
+    assert!(artifacts(&conn, &db).await.is_empty());
+    conn.disconnect().await;
+}
+
+/// A tiny deterministic PRNG (xorshift64*): the tests need no crate for randomness.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+type Model = BTreeMap<i64, (i64, Option<String>, Option<i64>)>;
+
+#[derive(Default)]
+struct Counts {
+    inserts: usize,
+    updates: usize,
+    key_changes: usize,
+    deletes: usize,
+    rollbacks: usize,
+    conflicts: usize,
+}
+
+const KEY_SPACE: u64 = 40_000;
+
+/// Runs random writes until `stop`, keeping `model` equal to what has been committed. A
+/// transaction touches each row once at most, so its changes can be applied on commit.
+async fn writer(
+    conn: ShardConn,
+    db: String,
+    stop: Arc<AtomicBool>,
+    ops: Arc<AtomicUsize>,
+    mut model: Model,
+) -> (Model, Counts) {
+    type Change = Box<dyn FnOnce(&mut Model) + Send>;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut counts = Counts::default();
+    let mut c = conn.conn().await.expect("writer conn");
+    let table = format!("`{db}`.t");
+    while !stop.load(Ordering::Relaxed) {
+        let in_tx = rng.below(5) == 0;
+        let mut changes: Vec<Change> = Vec::new();
+        let mut touched: HashSet<i64> = HashSet::new();
+        let mut failed = false;
+        if in_tx {
+            c.query_drop("BEGIN").await.expect("begin");
+        }
+        for _ in 0..if in_tx { 3 } else { 1 } {
+            let from = rng.below(KEY_SPACE) as i64;
+            let existing = model
+                .range(from..)
+                .chain(model.iter())
+                .map(|(k, _)| *k)
+                .find(|k| !touched.contains(k));
+            let free = loop {
+                let id = 1 + rng.below(KEY_SPACE) as i64;
+                if !model.contains_key(&id) && !touched.contains(&id) {
+                    break id;
+                }
+            };
+            let a = rng.below(1000) as i64;
+            let b = (rng.below(4) != 0).then(|| format!("w{}", rng.below(1_000_000)));
+            let cc = (rng.below(3) != 0).then(|| rng.below(100) as i64);
+            let op = rng.below(4);
+            let (sql, params, change): (String, Vec<Value>, Change) = match (op, existing) {
+                (1, Some(id)) => {
+                    counts.updates += 1;
+                    touched.insert(id);
+                    (
+                        format!("UPDATE {table} SET a = ?, b = ?, c = ? WHERE id = ?"),
+                        vec![a.into(), b.clone().into(), cc.into(), id.into()],
+                        Box::new(move |m: &mut Model| {
+                            m.insert(id, (a, b, cc));
+                        }),
+                    )
+                }
+                (2, Some(id)) => {
+                    counts.key_changes += 1;
+                    touched.extend([id, free]);
+                    (
+                        format!("UPDATE {table} SET id = ?, a = a + 1 WHERE id = ?"),
+                        vec![free.into(), id.into()],
+                        Box::new(move |m: &mut Model| {
+                            if let Some((a, b, c)) = m.remove(&id) {
+                                m.insert(free, (a + 1, b, c));
+                            }
+                        }),
+                    )
+                }
+                (3, Some(id)) => {
+                    counts.deletes += 1;
+                    touched.insert(id);
+                    (
+                        format!("DELETE FROM {table} WHERE id = ?"),
+                        vec![id.into()],
+                        Box::new(move |m: &mut Model| {
+                            m.remove(&id);
+                        }),
+                    )
+                }
+                _ => {
+                    counts.inserts += 1;
+                    touched.insert(free);
+                    (
+                        format!("INSERT INTO {table} (id, a, b, c) VALUES (?, ?, ?, ?)"),
+                        vec![free.into(), a.into(), b.clone().into(), cc.into()],
+                        Box::new(move |m: &mut Model| {
+                            m.insert(free, (a, b, cc));
+                        }),
+                    )
+                }
+            };
+            match c.exec_drop(&sql, params).await {
+                Ok(()) => {
+                    assert_eq!(c.affected_rows(), 1, "{sql}: the model is out of step");
+                    changes.push(change);
+                    ops.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(mysql_async::Error::Server(e)) if e.code == 1213 || e.code == 1205 => {
+                    counts.conflicts += 1;
+                    failed = true;
+                    break;
+                }
+                Err(e) => panic!("{sql}: {e}"),
+            }
+        }
+        if in_tx {
+            if failed || rng.below(4) == 0 {
+                c.query_drop("ROLLBACK").await.expect("rollback");
+                counts.rollbacks += 1;
+                continue;
+            }
+            c.query_drop("COMMIT").await.expect("commit");
+        }
+        for change in changes {
+            change(&mut model);
+        }
+    }
+    (model, counts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn no_data_is_lost_under_concurrent_inserts_updates_key_changes_and_deletes() {
+    let conn = shard(server(1));
+    let db = database(
+        &conn,
+        "writer",
+        "CREATE TABLE t (id INT PRIMARY KEY, a INT NOT NULL, b VARCHAR(40), c INT);
+         INSERT INTO t SELECT seq * 2, seq, CONCAT('r', seq), IF(seq % 3 = 0, NULL, seq % 100) \
+           FROM seq_1_to_15000;",
+    )
+    .await;
+    let model: Model = (1..=15_000i64)
+        .map(|s| {
+            let c = (s % 3 != 0).then_some(s % 100);
+            (s * 2, (s, Some(format!("r{s}")), c))
+        })
+        .collect();
+    let mut spec = spec(
+        &db,
+        "t",
+        &[
+            "ALTER TABLE `t` ADD COLUMN `x` int DEFAULT 1, MODIFY `b` varchar(60), \
+           ADD KEY `ka` (`a`), RENAME COLUMN `c` TO `c2`",
+        ],
+    );
+    spec.renames = vec![("c".into(), "c2".into())];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicUsize::new(0));
+    let writing = tokio::spawn(writer(
+        shard(server(1)),
+        db.clone(),
+        stop.clone(),
+        ops.clone(),
+        model,
+    ));
+    let wait_for = |n: usize| {
+        let ops = ops.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while ops.load(Ordering::Relaxed) < n && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    wait_for(100).await;
+    let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    let before_copy = ops.load(Ordering::Relaxed);
+    let options = CopyOptions {
+        target_chunk_time: Duration::from_millis(10),
+        max_threads_running: 50,
+    };
+    let mut chunks = 0;
+    shadow
+        .copy(&conn, None, &options, |_| chunks += 1)
+        .await
+        .expect("copy");
+    let during_copy = ops.load(Ordering::Relaxed) - before_copy;
+    shadow.checksum(&conn).await.expect("checksum under writes");
+    wait_for(ops.load(Ordering::Relaxed) + 200).await;
+    stop.store(true, Ordering::Relaxed);
+    let (model, counts) = writing.await.expect("writer");
+    eprintln!(
+        "{chunks} chunks; writes during the copy: {during_copy}; inserts {}, updates {}, key \
+         changes {}, deletes {}, rollbacks {}, lock conflicts {}",
+        counts.inserts,
+        counts.updates,
+        counts.key_changes,
+        counts.deletes,
+        counts.rollbacks,
+        counts.conflicts
+    );
+    assert!(chunks > 3, "{chunks} chunks");
+    assert!(
+        during_copy > 50,
+        "only {during_copy} writes ran during the copy"
+    );
+    assert!(counts.key_changes > 20 && counts.deletes > 20 && counts.rollbacks > 5);
+
+    let original = rows(
+        &conn,
+        &format!("SELECT id, a, b, c FROM `{db}`.t ORDER BY id"),
+    )
+    .await;
+    let copied = rows(
+        &conn,
+        &format!("SELECT id, a, b, c2 FROM `{db}`.`{SHADOW}` ORDER BY id"),
+    )
+    .await;
+    let expected: Vec<Vec<Value>> = model
+        .iter()
+        .map(|(id, (a, b, c))| {
+            let text = |v: Option<String>| v.map_or(Value::NULL, |s| Value::Bytes(s.into_bytes()));
+            vec![
+                Value::Bytes(id.to_string().into_bytes()),
+                Value::Bytes(a.to_string().into_bytes()),
+                text(b.clone()),
+                text(c.map(|c| c.to_string())),
+            ]
+        })
+        .collect();
+    assert_eq!(original.len(), expected.len());
+    assert!(
+        original == expected,
+        "the table differs from the writer's model"
+    );
+    assert!(copied == original, "the shadow differs from the table");
+    shadow.checksum(&conn).await.expect("checksum at rest");
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+    assert!(artifacts(&conn, &db).await.is_empty());
+    conn.disconnect().await;
+}
+
+/// MariaDB 10.11 fails server-side prepared statements that run while triggers are added one
+/// by one ("Table '<shadow>' doesn't exist", MDEV-26048); prepare adds them all at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn prepared_statements_of_writers_never_fail_while_triggers_appear() {
+    let conn = shard(server(2));
+    let db = database(
+        &conn,
+        "mdev",
+        "CREATE TABLE t (id INT PRIMARY KEY, a INT); \
+         INSERT INTO t SELECT seq, seq FROM seq_1_to_1000;",
+    )
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..3i64)
+        .map(|w| {
+            let (stop, db, writer) = (stop.clone(), db.clone(), shard(server(2)));
+            tokio::spawn(async move {
+                let mut c = writer.conn().await.expect("conn");
+                let mut done = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = (done as i64 * 7 + w) % 1000 + 1;
+                    c.exec_drop(format!("UPDATE `{db}`.t SET a = a + 1 WHERE id = ?"), (id,))
+                        .await
+                        .expect("a prepared UPDATE while triggers are added");
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    for round in 0..12 {
+        let spec = spec(
+            &db,
+            "t",
+            &[&format!("ALTER TABLE `t` ADD COLUMN `x{round}` int")],
+        );
+        Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        assert!(writer.await.expect("writer") > 0);
+    }
+    conn.disconnect().await;
+}
+
+#[tokio::test]
+async fn an_interrupted_copy_resumes_from_its_checkpoint() {
+    let conn = shard(server(2));
+    let db = database(
+        &conn,
+        "resume",
+        "CREATE TABLE t (id BIGINT UNSIGNED PRIMARY KEY, v VARCHAR(20));
+         INSERT INTO t SELECT seq + 18446744073709000000, CONCAT('v', seq) FROM seq_1_to_21000;",
+    )
+    .await;
+    let spec = spec(&db, "t", &["ALTER TABLE `t` ADD COLUMN `n` int"]);
+    let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    let stop = tokio::sync::Notify::new();
+    let mut saved: Option<String> = None;
+    let mut chunks = 0;
+    let options = fast();
+    let interrupted = {
+        let copying = shadow.copy(&conn, None, &options, |p| {
+            saved = p.checkpoint.clone();
+            chunks += 1;
+            if chunks == 2 {
+                stop.notify_one();
+            }
+        });
+        tokio::select! {
+            result = copying => result.map(|_| false),
+            () = stop.notified() => Ok(true),
+        }
+    };
+    assert!(
+        interrupted.expect("copy"),
+        "the copy finished before it was interrupted"
+    );
+    let checkpoint = saved.expect("a checkpoint");
+    assert!(checkpoint.starts_with("[18446744073709"), "{checkpoint}");
+    drop(shadow);
+
+    // As after a crash: prepare again, then continue from the saved checkpoint.
+    let shadow = Shadow::prepare(&conn, spec.clone())
+        .await
+        .expect("prepare again");
+    assert!(shadow.resumed());
+    let progress = copy_all(&shadow, &conn, Some(checkpoint.clone())).await;
+    let copied = progress.last().expect("a chunk").rows_copied;
+    assert!(copied < 21_000, "copied {copied} rows again");
+    shadow.checksum(&conn).await.expect("checksum");
+    let original = rows(&conn, &format!("SELECT id, v FROM `{db}`.t ORDER BY id")).await;
+    let shadowed = rows(
+        &conn,
+        &format!("SELECT id, v FROM `{db}`.`{SHADOW}` ORDER BY id"),
+    )
+    .await;
+    assert_eq!(original, shadowed);
+
+    // A checkpoint that cannot be this key's is refused.
+    for bad in ["[1, 2]", "[\"x\"]", "not json"] {
+        let err = shadow
+            .copy(&conn, Some(bad.to_string()), &fast(), |_| {})
+            .await
+            .expect_err(bad);
+        assert!(matches!(err, ShadowError::BadCheckpoint { .. }), "{err}");
+    }
+    // With other statements, the leftovers are not reused.
+    let changed = ShadowSpec {
+        statements: vec!["ALTER TABLE `t` ADD COLUMN `m` int".into()],
+        ..spec.clone()
+    };
+    let fresh = Shadow::prepare(&conn, changed.clone())
+        .await
+        .expect("prepare changed");
+    assert!(!fresh.resumed());
+    let count = rows(&conn, &format!("SELECT COUNT(*) FROM `{db}`.`{SHADOW}`")).await;
+    assert_eq!(count, [[Value::Bytes(b"0".to_vec())]]);
+    Shadow::cleanup(&conn, &changed).await.expect("cleanup");
+    conn.disconnect().await;
+}
+
+#[tokio::test]
+async fn refusals_leave_nothing_behind() {
+    let conn = shard(server(0));
+    let db = database(
+        &conn,
+        "refuse",
+        "CREATE TABLE nokey (a INT, b INT);
+         CREATE TABLE nullable_unique (a INT, b INT, UNIQUE KEY (a));
+         CREATE TABLE parent (id INT PRIMARY KEY);
+         CREATE TABLE child (id INT PRIMARY KEY, pid INT, FOREIGN KEY (pid) REFERENCES parent (id));
+         CREATE TABLE trig (id INT PRIMARY KEY, n INT);
+         CREATE TRIGGER trig_bi BEFORE INSERT ON trig FOR EACH ROW SET NEW.n = 1;
+         CREATE TABLE dup (id INT PRIMARY KEY, email VARCHAR(50), note VARCHAR(20), num INT);
+         INSERT INTO dup VALUES (1, 'a@x', 'abc', 1), (2, 'b@x', NULL, 2), (3, 'a@x', 'abcdefghij', 300);",
+    )
+    .await;
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "nokey",
+            "ALTER TABLE `nokey` ADD COLUMN c int",
+            "no PRIMARY KEY",
+        ),
+        (
+            "nullable_unique",
+            "ALTER TABLE `nullable_unique` ADD COLUMN c int",
+            "no PRIMARY KEY",
+        ),
+        (
+            "child",
+            "ALTER TABLE `child` ADD COLUMN c int",
+            "foreign key",
+        ),
+        (
+            "parent",
+            "ALTER TABLE `parent` ADD COLUMN c int",
+            "references it",
+        ),
+        ("trig", "ALTER TABLE `trig` ADD COLUMN c int", "trig_bi"),
+        (
+            "dup",
+            "ALTER TABLE `dup` ADD UNIQUE KEY `uk_email` (`email`)",
+            "'a@x') occurs 2 times",
+        ),
+        (
+            "dup",
+            "ALTER TABLE `dup` MODIFY `note` varchar(20) NOT NULL",
+            "`note` becomes NOT NULL",
+        ),
+        (
+            "dup",
+            "ALTER TABLE `dup` MODIFY `note` varchar(5)",
+            "first at key [3]",
+        ),
+        (
+            "dup",
+            "ALTER TABLE `dup` MODIFY `num` tinyint",
+            "`num` becomes tinyint(4)",
+        ),
+        (
+            "dup",
+            "ALTER TABLE `dup` DROP PRIMARY KEY",
+            "stays the same",
+        ),
+        ("dup", "DROP TABLE `dup`", "does not start with ALTER TABLE"),
+        (
+            "missing",
+            "ALTER TABLE `missing` ADD c int",
+            "does not exist",
+        ),
+    ];
+    for (table, statement, expected) in cases {
+        let message = refusal(Shadow::prepare(&conn, spec(&db, table, &[statement])).await);
+        assert!(message.contains(expected), "{statement}: {message}");
+        assert!(message.contains(&format!("`{db}`.`{table}`")), "{message}");
+        let left = artifacts(&conn, &db).await;
+        assert_eq!(left, ["trig_bi"], "{statement} left {left:?}");
+    }
+
+    // A statement the server rejects: the shadow is dropped again.
+    let err = Shadow::prepare(
+        &conn,
+        spec(&db, "dup", &["ALTER TABLE `dup` DROP COLUMN `nope`"]),
+    )
+    .await
+    .expect_err("bad statement");
+    assert!(matches!(err, ShadowError::Statement { .. }), "{err}");
+    assert_eq!(artifacts(&conn, &db).await, ["trig_bi"]);
+    conn.disconnect().await;
+}
+
+#[tokio::test]
+async fn data_that_breaks_the_change_after_prepare_fails_the_copy_or_checksum() {
+    let conn = shard(server(1));
+    let db = database(
+        &conn,
+        "late",
+        "CREATE TABLE t (id INT PRIMARY KEY, email VARCHAR(50), note VARCHAR(20));
+         INSERT INTO t SELECT seq, CONCAT('u', seq, '@x'), 'n' FROM seq_1_to_3000;",
+    )
+    .await;
+    let spec = spec(
+        &db,
+        "t",
+        &["ALTER TABLE `t` ADD UNIQUE KEY `uk_email` (`email`)"],
+    );
+    let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    // Passes the pre-check, then a duplicate arrives: the trigger's REPLACE puts it in the
+    // shadow, and the copy of the older row collides with it.
+    exec(
+        &conn,
+        &format!("INSERT INTO `{db}`.t VALUES (5000, 'u17@x', 'late')"),
+    )
+    .await;
+    let failure = match shadow.copy(&conn, None, &fast(), |_| {}).await {
+        Err(e) => e,
+        Ok(_) => shadow
+            .checksum(&conn)
+            .await
+            .expect_err("checksum must fail"),
+    };
+    let message = failure.to_string();
+    assert!(
+        matches!(
+            failure,
+            ShadowError::Lossy { .. } | ShadowError::Mismatch { .. }
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("uk_email") && message.contains(&db),
+        "{message}"
+    );
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+    assert!(artifacts(&conn, &db).await.is_empty());
+
+    // A shadow changed behind the engine's back: the checksum names the row and the column.
+    exec(&conn, &format!("DELETE FROM `{db}`.t WHERE id = 5000")).await;
+    let spec = ShadowSpec {
+        statements: vec!["ALTER TABLE `t` ADD COLUMN `z` int".into()],
+        ..spec
+    };
+    let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    copy_all(&shadow, &conn, None).await;
+    exec(
+        &conn,
+        &format!("UPDATE `{db}`.`{SHADOW}` SET note = 'tampered' WHERE id = 2345"),
+    )
+    .await;
+    let err = shadow.checksum(&conn).await.expect_err("mismatch");
+    let message = err.to_string();
+    assert!(matches!(err, ShadowError::Mismatch { .. }), "{message}");
+    assert!(
+        message.contains("[2345] differs")
+            && message.contains("`note` is 'n' in the table but `note` is 'tampered'"),
+        "{message}"
+    );
+    exec(
+        &conn,
+        &format!("DELETE FROM `{db}`.`{SHADOW}` WHERE id = 77"),
+    )
+    .await;
+    exec(
+        &conn,
+        &format!("UPDATE `{db}`.`{SHADOW}` SET note = 'n' WHERE id = 2345"),
+    )
+    .await;
+    let message = shadow
+        .checksum(&conn)
+        .await
+        .expect_err("missing")
+        .to_string();
+    assert!(
+        message.contains("[77] is missing from the shadow"),
+        "{message}"
+    );
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+    assert!(artifacts(&conn, &db).await.is_empty());
+    conn.disconnect().await;
+}
+
+#[tokio::test]
+async fn composite_and_varchar_keys() {
+    let conn = shard(server(2));
+    let db = database(
+        &conn,
+        "keys",
+        "CREATE TABLE comp (a INT NOT NULL, b VARCHAR(20) NOT NULL, c DATETIME(3) NOT NULL, \
+           d VARBINARY(8) NOT NULL, v INT, PRIMARY KEY (a, b, c, d));
+         INSERT INTO comp SELECT seq % 7, CONCAT(IF(seq % 2, 'ÄÖ', 'x''y'), seq % 5), \
+           '2024-02-29 23:59:59.5' + INTERVAL (seq % 11) SECOND, UNHEX(CONCAT('FF00', LPAD(HEX(seq), 4, '0'))), seq \
+           FROM seq_1_to_6000;
+         CREATE TABLE vk (k VARCHAR(32) NOT NULL, v INT, UNIQUE KEY uk (k)) \
+           DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci;
+         INSERT INTO vk SELECT CONCAT('key-', seq), seq FROM seq_1_to_5000;",
+    )
+    .await;
+
+    let spec_comp = ShadowSpec {
+        shadow: "_sg0123456789ab_new_comp".into(),
+        trigger_prefix: "_sg0123456789ab_tr_comp".into(),
+        ..spec(
+            &db,
+            "comp",
+            &["ALTER TABLE `comp` ADD COLUMN `z` int DEFAULT 0"],
+        )
+    };
+    let shadow = Shadow::prepare(&conn, spec_comp.clone())
+        .await
+        .expect("prepare comp");
+    // Stop after the first chunk and resume from its checkpoint.
+    let mut first: Option<Progress> = None;
+    let stop = tokio::sync::Notify::new();
+    let options = fast();
+    tokio::select! {
+        r = shadow.copy(&conn, None, &options, |p| {
+            if first.is_none() {
+                first = Some(p.clone());
+                stop.notify_one();
+            }
+        }) => { r.expect("copy"); }
+        () = stop.notified() => {}
+    }
+    let checkpoint = first.expect("a chunk").checkpoint.expect("checkpoint");
+    let key: serde_json::Value = serde_json::from_str(&checkpoint).expect("json");
+    assert_eq!(key.as_array().map(Vec::len), Some(4), "{checkpoint}");
+    assert!(
+        key[3].as_str().is_some_and(|h| h.starts_with("FF00")),
+        "{checkpoint}"
+    );
+    let progress = copy_all(&shadow, &conn, Some(checkpoint)).await;
+    assert!(progress.len() > 1);
+    shadow.checksum(&conn).await.expect("checksum comp");
+    let columns = "a, b, c, d, v";
+    let original = rows(
+        &conn,
+        &format!("SELECT {columns} FROM `{db}`.comp ORDER BY a, b, c, d"),
+    )
+    .await;
+    let copied = rows(
+        &conn,
+        &format!(
+            "SELECT {columns} FROM `{db}`.`{}` ORDER BY a, b, c, d",
+            spec_comp.shadow
+        ),
+    )
+    .await;
+    assert_eq!(original.len(), 6000);
+    assert_eq!(original, copied);
+
+    // A NOT NULL UNIQUE varchar key, case-insensitive; a case-only key change moves the row.
+    let spec_vk = ShadowSpec {
+        shadow: "_sg0123456789ab_new_vk".into(),
+        trigger_prefix: "_sg0123456789ab_tr_vk".into(),
+        ..spec(&db, "vk", &["ALTER TABLE `vk` ADD COLUMN `w` varchar(5)"])
+    };
+    let shadow = Shadow::prepare(&conn, spec_vk.clone())
+        .await
+        .expect("prepare vk");
+    copy_all(&shadow, &conn, None).await;
+    exec(
+        &conn,
+        &format!("UPDATE `{db}`.vk SET k = 'KEY-17' WHERE k = 'key-17'"),
+    )
+    .await;
+    exec(
+        &conn,
+        &format!("UPDATE `{db}`.vk SET k = 'moved' WHERE k = 'key-18'"),
+    )
+    .await;
+    exec(&conn, &format!("DELETE FROM `{db}`.vk WHERE k = 'key-19'")).await;
+    shadow.checksum(&conn).await.expect("checksum vk");
+    let original = rows(
+        &conn,
+        &format!("SELECT BINARY k, v FROM `{db}`.vk ORDER BY k"),
+    )
+    .await;
+    let copied = rows(
+        &conn,
+        &format!(
+            "SELECT BINARY k, v FROM `{db}`.`{}` ORDER BY k",
+            spec_vk.shadow
+        ),
+    )
+    .await;
+    assert_eq!(original.len(), 4999);
+    assert_eq!(original, copied);
+    for spec in [&spec_comp, &spec_vk] {
+        Shadow::cleanup(&conn, spec).await.expect("cleanup");
+    }
+    assert!(artifacts(&conn, &db).await.is_empty());
+    conn.disconnect().await;
+}
+
+/// Copy speed against the server's own `ALGORITHM=COPY` on 1,000,000 rows, on a server of its
+/// own, and against pt-online-schema-change when it is installed. Each contender gets its own
+/// copy of the same table. Run with
+/// `cargo test -p reconciler --test shadow copy_speed -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn copy_speed_against_native_alter() {
+    let sandbox = Sandbox::start(1).expect("sandbox");
+    let server = &sandbox.servers()[0];
+    let conn = shard(server);
+    // Room for every copy in memory, so the comparison is not about the disk. The resize runs
+    // in the background: wait for it.
+    exec(&conn, "SET GLOBAL innodb_buffer_pool_size = 2147483648").await;
+    while rows(&conn, "SELECT @@innodb_buffer_pool_size").await
+        != [[Value::Bytes(b"2147483648".to_vec())]]
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let db = database(
+        &conn,
+        "speed",
+        "CREATE TABLE t1 (id INT AUTO_INCREMENT PRIMARY KEY, a INT NOT NULL, b VARCHAR(64), \
+           c VARCHAR(64), d INT);
+         INSERT INTO t1 (a, b, c, d) SELECT seq % 1000, MD5(seq), CONCAT('name-', seq), seq \
+           FROM seq_1_to_1000000;
+         CREATE TABLE t2 LIKE t1; INSERT INTO t2 SELECT * FROM t1;
+         CREATE TABLE t4 LIKE t1; INSERT INTO t4 SELECT * FROM t1;
+         CREATE TABLE t3 LIKE t1; ALTER TABLE t3 ADD COLUMN x int;",
+    )
+    .await;
+    for table in ["t1", "t2", "t4"] {
+        rows(
+            &conn,
+            &format!("SELECT COUNT(*), SUM(LENGTH(b)) FROM `{db}`.{table}"),
+        )
+        .await;
+    }
+    let timed = |sql: String| {
+        let conn = conn.clone();
+        async move {
+            let started = Instant::now();
+            exec(&conn, &sql).await;
+            started.elapsed().as_secs_f64()
+        }
+    };
+    let native = timed(format!(
+        "ALTER TABLE `{db}`.t1 ADD COLUMN x int, ALGORITHM=COPY"
+    ))
+    .await;
+    // The server's own row-by-row path, for reference: one INSERT … SELECT of everything.
+    let insert_select = timed(format!(
+        "INSERT INTO `{db}`.t3 (id, a, b, c, d) SELECT id, a, b, c, d FROM `{db}`.t2"
+    ))
+    .await;
+
+    let spec = spec(&db, "t2", &["ALTER TABLE `t2` ADD COLUMN `x` int"]);
+    let started = Instant::now();
+    let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    let mut chunks = 0;
+    let last = shadow
+        .copy(&conn, None, &CopyOptions::default(), |_| chunks += 1)
+        .await
+        .expect("copy");
+    let ours = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    shadow.checksum(&conn).await.expect("checksum");
+    let checksum = started.elapsed().as_secs_f64();
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+
+    // The peer, whole run (its copy plus the swap), if installed.
+    let started = Instant::now();
+    let peer = std::process::Command::new("pt-online-schema-change")
+        .args([
+            "--alter",
+            "ADD COLUMN x int",
+            &format!("D={db},t=t4,h=127.0.0.1,P={},u=root", server.port()),
+            "--execute",
+            "--recursion-method=none",
+            "--quiet",
+        ])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|_| started.elapsed().as_secs_f64());
+
+    eprintln!(
+        "native ALGORITHM=COPY {native:.2}s; one INSERT … SELECT {insert_select:.2}s; shadow \
+         prepare+copy {ours:.2}s ({chunks} chunks, last of {} rows, {:.0} rows/s), ratio \
+         {:.2}; checksum {checksum:.2}s; pt-online-schema-change {}",
+        last.chunk_size,
+        last.rows_per_sec,
+        ours / native,
+        peer.map_or("not run".to_string(), |s| format!(
+            "{s:.2}s, ratio {:.2}",
+            s / native
+        )),
+    );
+    conn.disconnect().await;
+}
