@@ -106,13 +106,26 @@ impl Workspace {
         &self,
         tables: &[&DesiredTable],
     ) -> Result<Vec<(String, String)>, WorkspaceError> {
-        let statements: Vec<String> = tables.iter().map(|t| t.sql.clone()).collect();
+        let (quick, slow): (Vec<&DesiredTable>, Vec<&DesiredTable>) =
+            tables.iter().partition(|t| as_temporary(&t.sql).is_some());
+        let mut texts = Vec::with_capacity(tables.len());
+        let mut rest = slow;
+        for (table, text) in self.temporary_texts(&quick).await? {
+            match text {
+                Some(text) => texts.push((table.name.clone(), text)),
+                None => rest.push(table),
+            }
+        }
+        if rest.is_empty() {
+            return Ok(texts);
+        }
+        let statements: Vec<String> = rest.iter().map(|t| t.sql.clone()).collect();
         let failed = self.run_unchecked(&statements).await?;
         if !failed.is_empty() {
             let mut errors: Vec<SchemaError> = failed
                 .into_iter()
                 .map(|(i, message)| {
-                    let t = tables[i];
+                    let t = rest[i];
                     SchemaError::at(
                         &t.file,
                         t.line,
@@ -124,8 +137,54 @@ impl Workspace {
             errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
             return Err(WorkspaceError::Rejected(errors));
         }
-        let names: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
-        Ok(self.conn.show_create(&self.database, &names).await?)
+        let names: Vec<String> = rest.iter().map(|t| t.name.clone()).collect();
+        texts.extend(self.conn.show_create(&self.database, &names).await?);
+        Ok(texts)
+    }
+
+    /// Canonical texts through temporary tables, which cost no file creation and no fsync;
+    /// `None` for a table the server would not create as temporary (it then takes the slow
+    /// path, which also reports its errors).
+    async fn temporary_texts<'t>(
+        &self,
+        tables: &[&'t DesiredTable],
+    ) -> Result<Vec<(&'t DesiredTable, Option<String>)>, LiveError> {
+        let chunk = tables.len().div_ceil(PARALLEL_CREATES).max(1);
+        futures::stream::iter(tables.chunks(chunk))
+            .map(|batch| async move {
+                // Temporary tables live in this one connection; the pool's reset drops them.
+                let mut c = self.conn.conn().await?;
+                c.query_drop(format!("USE {}", quote(&self.database)))
+                    .await
+                    .map_err(|e| self.conn.query_error("entering the workspace", e))?;
+                let mut out = Vec::with_capacity(batch.len());
+                for table in batch {
+                    let Some(sql) = as_temporary(&table.sql) else {
+                        out.push((*table, None));
+                        continue;
+                    };
+                    if c.query_drop(sql).await.is_err() {
+                        out.push((*table, None));
+                        continue;
+                    }
+                    let row: Option<(String, String)> = c
+                        .query_first(format!("SHOW CREATE TABLE {}", quote(&table.name)))
+                        .await
+                        .map_err(|e| self.conn.query_error("reading a workspace table", e))?;
+                    let text = row.and_then(|(_, text)| {
+                        text.strip_prefix("CREATE TEMPORARY TABLE ")
+                            .map(|rest| format!("CREATE TABLE {rest}"))
+                    });
+                    out.push((*table, text));
+                }
+                Ok::<_, LiveError>(out)
+            })
+            .buffer_unordered(PARALLEL_CREATES)
+            .try_fold(Vec::new(), |mut all, part| async move {
+                all.extend(part);
+                Ok(all)
+            })
+            .await
     }
 
     /// Rehearses `changes` on empty copies of the live tables they touch and checks that each
@@ -237,6 +296,42 @@ impl Workspace {
 
 /// Equal as the server shows them; the order of secondary indexes is cosmetic (the server
 /// orders a table's keys by kind, then by creation), so it does not count.
+/// Words that make a temporary table differ from the permanent one (or impossible): foreign
+/// keys, partitions, FULLTEXT, compression, encryption, storage placement, statistics options.
+const NOT_TEMPORARY: &[&str] = &[
+    "FOREIGN",
+    "REFERENCES",
+    "PARTITION",
+    "FULLTEXT",
+    "COMPRESS",
+    "KEY_BLOCK_SIZE",
+    "ENCRYPT",
+    "DIRECTORY",
+    "TABLESPACE",
+    "STORAGE",
+    "STATS_",
+    "UNION",
+    "CONNECTION",
+    "VERSIONING",
+    "SEQUENCE",
+    "TRANSACTIONAL",
+    "PAGE_CHECKSUM",
+];
+
+/// The statement as `CREATE TEMPORARY TABLE …`, when a temporary table shows exactly what the
+/// permanent one would (checked against real tables by the sqldef conformance suite).
+fn as_temporary(sql: &str) -> Option<String> {
+    let upper = sql.to_ascii_uppercase();
+    if NOT_TEMPORARY.iter().any(|w| upper.contains(w)) {
+        return None;
+    }
+    let rest = upper.strip_prefix("CREATE")?;
+    let gap = rest.len() - rest.trim_start().len();
+    rest.trim_start()
+        .starts_with("TABLE")
+        .then(|| format!("CREATE TEMPORARY {}", &sql["CREATE".len() + gap..]))
+}
+
 /// The key under which a desired table's canonical text is cached: everything that decides
 /// what the server makes of the statement.
 pub fn cache_key(flavor: &ServerFlavor, table: &DesiredTable) -> String {
@@ -337,5 +432,31 @@ fn server_message(e: &mysql_async::Error) -> String {
     match e {
         mysql_async::Error::Server(s) => format!("error {}: {}", s.code, s.message),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_tables_take_the_temporary_path() {
+        assert_eq!(
+            as_temporary("create  table t (id int)").as_deref(),
+            Some("CREATE TEMPORARY table t (id int)")
+        );
+        assert_eq!(
+            as_temporary("CREATE TABLE `t` (`id` int) ENGINE=InnoDB").as_deref(),
+            Some("CREATE TEMPORARY TABLE `t` (`id` int) ENGINE=InnoDB")
+        );
+        for sql in [
+            "create table t (a int, foreign key (a) references p (id))",
+            "create table t (a int) partition by hash (a)",
+            "create table t (a text, fulltext (a))",
+            "create table t (a int) row_format=compressed",
+            "create or replace table t (a int)",
+        ] {
+            assert_eq!(as_temporary(sql), None, "{sql}");
+        }
     }
 }
