@@ -36,7 +36,7 @@ enum Command {
     /// Show deployments: the readiness matrix of changes × shards, and seal timings.
     Status(commands::status::StatusArgs),
     /// Seal a staged deployment (every shard must be ready).
-    Seal(commands::status::IdArgs),
+    Seal(commands::status::SealCmdArgs),
     /// Cancel a deployment before its seal: remove every artifact, leave the tables untouched.
     Cancel(commands::status::IdArgs),
     /// Start local sandbox shards, load the example schema and show what schemagate does.

@@ -360,3 +360,100 @@ fn the_auto_increment_counter_survives_the_swap() {
         "ids of deleted rows are not handed out again"
     );
 }
+
+/// Latency of small autocommit writes on `items` (rows 2..), until stopped: the longest one.
+async fn timed_writer(dsn: String, database: String, stop: Arc<AtomicBool>) -> std::time::Duration {
+    let opts = mysql_async::Opts::from_url(&format!("{dsn}/{database}")).expect("dsn");
+    let mut conn = mysql_async::Conn::new(opts).await.expect("writer connects");
+    let mut longest = std::time::Duration::ZERO;
+    let mut id = 2;
+    while !stop.load(Ordering::Relaxed) {
+        let started = std::time::Instant::now();
+        let _ = conn
+            .exec_drop("UPDATE items SET val = val + 1 WHERE id = ?", (id,))
+            .await;
+        longest = longest.max(started.elapsed());
+        id = id % 1000 + 2;
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    longest
+}
+
+#[test]
+fn a_long_transaction_holds_the_seal_back_without_stalling_writers() {
+    let [a, b, ..] = servers() else {
+        panic!("two servers")
+    };
+    let db = database(&[a, b], "longtx", &seed(2000));
+    let dir = repo(
+        &config("app", &db, &[("a", a.dsn()), ("b", b.dsn())]),
+        &[("app/items.sql", DESIRED)],
+    );
+    let repo_arg = dir.path().to_str().unwrap().to_string();
+    let staged = schemagate(&[
+        "apply", "--repo", &repo_arg, "--yes", "--seal", "manual", "--format", "json",
+    ]);
+    assert_eq!(code(&staged), 0, "{}", stderr(&staged));
+    let staged: serde_json::Value = serde_json::from_str(&stdout(&staged)).unwrap();
+    let id = staged["deployments"][0]["id"].as_str().unwrap().to_string();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // A transaction on shard b keeps `items` in use for the whole first seal attempt.
+    let holder = rt.block_on(async {
+        let opts = mysql_async::Opts::from_url(&format!("{}/{db}", b.dsn())).unwrap();
+        let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+        conn.query_drop("BEGIN").await.unwrap();
+        conn.query_drop("SELECT * FROM items WHERE id = 1 FOR UPDATE")
+            .await
+            .unwrap();
+        conn
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = [a, b]
+        .iter()
+        .map(|s| rt.spawn(timed_writer(s.dsn(), db.clone(), stop.clone())))
+        .collect();
+    let refused = schemagate(&["seal", &id, "--repo", &repo_arg, "--seal-attempts", "3"]);
+    stop.store(true, Ordering::Relaxed);
+    let stalls: Vec<std::time::Duration> = writers
+        .into_iter()
+        .map(|w| rt.block_on(w).unwrap())
+        .collect();
+    assert_eq!(
+        code(&refused),
+        2,
+        "{}{}",
+        stdout(&refused),
+        stderr(&refused)
+    );
+    assert!(
+        stderr(&refused).contains("no shard was flipped"),
+        "{}",
+        stderr(&refused)
+    );
+    for stall in &stalls {
+        assert!(
+            stall.as_millis() < 500,
+            "a writer stalled {stall:?} while the seal tried its locks"
+        );
+    }
+    // Nothing flipped anywhere: both shards still have the old table.
+    for server in [a, b] {
+        assert!(!show_tables(server, &db)
+            .iter()
+            .any(|(_, sql)| sql.contains("`added`")));
+    }
+
+    // Once the transaction ends, the seal goes through.
+    rt.block_on(async move {
+        let mut holder = holder;
+        holder.query_drop("COMMIT").await.unwrap();
+    });
+    let sealed = schemagate(&["seal", &id, "--repo", &repo_arg]);
+    assert_eq!(code(&sealed), 0, "{}{}", stdout(&sealed), stderr(&sealed));
+    assert_eq!(code(&schemagate(&["plan", "--repo", &repo_arg])), 0);
+}

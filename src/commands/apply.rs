@@ -38,6 +38,8 @@ pub struct Args {
     /// Shards worked on at the same time.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    #[command(flatten)]
+    pub seal_args: super::status::SealArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -58,6 +60,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         allow_unsafe: args.allow_unsafe,
         concurrency: args.concurrency,
+        seal_options: args.seal_args.options(),
         ..ApplyOptions::default()
     };
     let mut results = Vec::new();

@@ -33,6 +33,37 @@ pub struct IdArgs {
     pub format: Format,
 }
 
+#[derive(clap::Args)]
+pub struct SealCmdArgs {
+    #[command(flatten)]
+    pub id: IdArgs,
+    #[command(flatten)]
+    pub seal: SealArgs,
+}
+
+/// How hard the seal tries to take its locks.
+#[derive(clap::Args, Clone, Copy)]
+pub struct SealArgs {
+    /// Time each shard may try to take its table locks in a round, in milliseconds. Locks are
+    /// never queued for, and shards already locked block writes meanwhile: this bounds the
+    /// write stall.
+    #[arg(long, default_value_t = 100)]
+    pub lock_budget_ms: u64,
+    /// Lock rounds before the seal gives up (nothing is flipped; cells stay ready).
+    #[arg(long, default_value_t = 10)]
+    pub seal_attempts: u32,
+}
+
+impl SealArgs {
+    pub fn options(self) -> deploy::seal::SealOptions {
+        deploy::seal::SealOptions {
+            lock_budget: std::time::Duration::from_millis(self.lock_budget_ms),
+            attempts: self.seal_attempts.max(1),
+            ..Default::default()
+        }
+    }
+}
+
 async fn config(repo: &std::path::Path) -> anyhow::Result<source::Desired> {
     source::load(repo, None)
         .await
@@ -72,10 +103,11 @@ async fn locate(desired: &source::Desired, args: &IdArgs) -> anyhow::Result<Flee
     )
 }
 
-pub async fn seal(args: IdArgs) -> anyhow::Result<ExitCode> {
+pub async fn seal(cmd: SealCmdArgs) -> anyhow::Result<ExitCode> {
+    let args = cmd.id;
     let desired = config(&args.repo).await?;
     let fleet = locate(&desired, &args).await?;
-    let result = deploy::seal::seal(&fleet, &args.deployment, &Default::default()).await;
+    let result = deploy::seal::seal(&fleet, &args.deployment, &cmd.seal.options()).await;
     let after = fleet.deployment(Some(&args.deployment)).await;
     fleet.disconnect().await;
     result?;

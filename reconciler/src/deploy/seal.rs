@@ -13,10 +13,15 @@ use super::state::{self, Cell, CellState, CellUpdate, Decision, ShardDeployment,
 use super::{current_definition, retarget, shadow_spec, DeployError, Fleet};
 use crate::live::{quote, LiveError, ShardConn};
 
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+
 #[derive(Debug, Clone)]
 pub struct SealOptions {
-    /// How long the lock connection may wait for a table: nothing waits on the tool longer.
-    pub lock_timeout: Duration,
+    /// How long each shard may try to take its locks in a round (never queueing for them).
+    /// Shards that already hold theirs block writes meanwhile, so this bounds the stall.
+    pub lock_budget: Duration,
+    /// `lock_wait_timeout` (whole seconds) for a swap-back after a partial flip.
+    pub swap_back_timeout: Duration,
     /// Lock rounds before the seal gives up (cells stay ready; seal can be retried).
     pub attempts: u32,
     pub backoff: Duration,
@@ -25,9 +30,10 @@ pub struct SealOptions {
 impl Default for SealOptions {
     fn default() -> Self {
         SealOptions {
-            lock_timeout: Duration::from_millis(1000),
-            attempts: 5,
-            backoff: Duration::from_millis(500),
+            lock_budget: Duration::from_millis(100),
+            swap_back_timeout: Duration::from_secs(1),
+            attempts: 10,
+            backoff: Duration::from_millis(200),
         }
     }
 }
@@ -421,13 +427,20 @@ async fn flip_round(
 /// Takes the shard's locks and queues its flip behind them.
 async fn hold(flip: &Flip<'_>, id: &str, options: &SealOptions) -> Result<Held, String> {
     let err = |e: mysql_async::Error| e.to_string();
+    // Every connection is ready before the lock is taken: the lock is held for as short a
+    // time as possible.
     let mut lock = flip.conn.conn().await.map_err(|e| e.to_string())?;
-    lock.query_drop(format!(
-        "SET SESSION lock_wait_timeout = {}",
-        options.lock_timeout.as_secs().max(1)
-    ))
-    .await
-    .map_err(err)?;
+    let mut runner = flip.conn.conn().await.map_err(|e| e.to_string())?;
+    let mut probe = flip.conn.conn().await.map_err(|e| e.to_string())?;
+    let runner_id: Option<u64> = runner
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .map_err(err)?;
+    // lock_wait_timeout = 0: the lock is tried, never queued for. A queued LOCK TABLES would
+    // hold up every other session behind it; trying again for a short budget holds up no one.
+    lock.query_drop("SET SESSION lock_wait_timeout = 0")
+        .await
+        .map_err(err)?;
     lock.query_drop(format!(
         "CREATE TABLE IF NOT EXISTS {} (id int)",
         flip.qualified(&sentinel(id))
@@ -435,9 +448,23 @@ async fn hold(flip: &Flip<'_>, id: &str, options: &SealOptions) -> Result<Held, 
     .await
     .map_err(err)?;
     let tables: Vec<String> = flip.locks.iter().map(|t| format!("{t} WRITE")).collect();
-    lock.query_drop(format!("LOCK TABLES {}", tables.join(", ")))
-        .await
-        .map_err(err)?;
+    let lock_sql = format!("LOCK TABLES {}", tables.join(", "));
+    let deadline = Instant::now() + options.lock_budget;
+    loop {
+        match lock.query_drop(lock_sql.as_str()).await {
+            Ok(()) => break,
+            Err(mysql_async::Error::Server(e)) if e.code == ER_LOCK_WAIT_TIMEOUT => {
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "the tables stayed in use for {} ms (a long transaction holds them)",
+                        options.lock_budget.as_millis()
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
     // With writes blocked the counters are final: a shadow made by CREATE TABLE … LIKE starts
     // at 1 and would hand out the ids of deleted tail rows again.
     if let Err(e) = carry_auto_increment(&mut lock, flip).await {
@@ -445,17 +472,6 @@ async fn hold(flip: &Flip<'_>, id: &str, options: &SealOptions) -> Result<Held, 
         return Err(e);
     }
 
-    let mut runner = match flip.conn.conn().await {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = lock.query_drop("UNLOCK TABLES").await;
-            return Err(e.to_string());
-        }
-    };
-    let runner_id: Option<u64> = runner
-        .query_first("SELECT CONNECTION_ID()")
-        .await
-        .map_err(err)?;
     let mut statements = vec!["SET SESSION lock_wait_timeout = 60".to_string()];
     statements.extend(flip.instant.iter().cloned());
     statements.push(flip.rename_sql(&flip.renames));
@@ -469,7 +485,6 @@ async fn hold(flip: &Flip<'_>, id: &str, options: &SealOptions) -> Result<Held, 
         Ok(SystemTime::now())
     });
     // The flip must be queued behind the lock before anyone is released.
-    let mut probe = flip.conn.conn().await.map_err(|e| e.to_string())?;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let waiting: Option<u64> = probe
@@ -550,7 +565,7 @@ async fn swap_back(flip: &Flip<'_>, options: &SealOptions) -> Result<(), String>
     let mut c = flip.conn.conn().await.map_err(|e| e.to_string())?;
     c.query_drop(format!(
         "SET SESSION lock_wait_timeout = {}",
-        options.lock_timeout.as_secs().max(1)
+        options.swap_back_timeout.as_secs().max(1)
     ))
     .await
     .map_err(|e| e.to_string())?;
