@@ -292,6 +292,34 @@ fn manual_seal_resume_and_cancel() {
     let status = schemagate(&["status", &id, "--repo", &repo_arg]);
     assert!(stdout(&status).contains("seal skew"), "{}", stdout(&status));
     assert_eq!(code(&schemagate(&["plan", "--repo", &repo_arg])), 0);
+
+    // The previous table is kept for the revert window, then dropped by the next run.
+    let retained = |server: &reconciler::sandbox::Server| {
+        show_tables(server, &db).len() // artifacts are not listed: count them directly
+            + runtime().block_on(async {
+                let mut conn = mysql_async::Conn::new(mysql_async::Opts::from_url(&server.dsn()).unwrap()).await.unwrap();
+                conn.exec_first::<usize, _, _>(
+                    "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME LIKE '\\_sg%\\_old\\_items'",
+                    (&db,),
+                )
+                .await
+                .unwrap()
+                .unwrap_or(0)
+            })
+    };
+    assert_eq!(retained(a), 3, "items, labels and the retained old items");
+    let kept = schemagate(&["apply", "--repo", &repo_arg, "--yes"]);
+    assert_eq!(code(&kept), 0, "{}", stderr(&kept));
+    assert_eq!(retained(b), 3, "still inside the 30 minute window");
+    let expired = schemagate(&["apply", "--repo", &repo_arg, "--yes", "--keep-old", "0s"]);
+    assert_eq!(code(&expired), 0, "{}", stderr(&expired));
+    assert!(
+        stderr(&expired).contains("retention over"),
+        "{}",
+        stderr(&expired)
+    );
+    assert_eq!(retained(a), 2);
+    assert_eq!(retained(b), 2);
 }
 
 #[test]

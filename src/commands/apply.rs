@@ -40,6 +40,12 @@ pub struct Args {
     pub concurrency: usize,
     #[command(flatten)]
     pub seal_args: super::status::SealArgs,
+    /// How long the previous version of a replaced table is kept after the seal (revert window).
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub keep_old: std::time::Duration,
+    /// How long a dropped table's data is kept (renamed) after the seal.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub keep_dropped: std::time::Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -61,6 +67,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         allow_unsafe: args.allow_unsafe,
         concurrency: args.concurrency,
         seal_options: args.seal_args.options(),
+        keep_old: args.keep_old,
+        keep_dropped: args.keep_dropped,
         ..ApplyOptions::default()
     };
     let mut results = Vec::new();
@@ -93,6 +101,9 @@ async fn deploy_keyspace(
 ) -> anyhow::Result<Vec<deploy::Deployment>> {
     let name = fleet.keyspace.name.clone();
     let mut done = Vec::new();
+    for table in deploy::expire_retention(fleet, options).await? {
+        eprintln!("keyspace {name}: retention over, dropped {table}");
+    }
     // A seal that was decided but not finished (a controller died) is finished first.
     if let Some(finished) = deploy::roll_forward(fleet, options).await? {
         eprintln!(

@@ -7,6 +7,7 @@ pub mod shadow;
 pub mod state;
 
 use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use mysql_async::prelude::*;
@@ -56,6 +57,10 @@ pub struct ApplyOptions {
     pub concurrency: usize,
     pub copy: CopyOptions,
     pub seal_options: seal::SealOptions,
+    /// How long the previous version of a replaced table is kept after the seal (revert window).
+    pub keep_old: Duration,
+    /// How long a dropped table's data is kept after the seal.
+    pub keep_dropped: Duration,
 }
 
 impl Default for ApplyOptions {
@@ -66,6 +71,8 @@ impl Default for ApplyOptions {
             concurrency: 16,
             copy: CopyOptions::default(),
             seal_options: seal::SealOptions::default(),
+            keep_old: Duration::from_secs(30 * 60),
+            keep_dropped: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -290,6 +297,54 @@ pub async fn roll_forward(
     }
     seal::seal(fleet, &current.id, &options.seal_options).await?;
     fleet.deployment(Some(&current.id)).await
+}
+
+/// Drops retention tables whose time is up: previous versions of replaced tables after
+/// `keep_old`, dropped tables after `keep_dropped`, counted from each shard's cut-over.
+/// Returns the tables dropped, as `shard: table`.
+pub async fn expire_retention(
+    fleet: &Fleet,
+    options: &ApplyOptions,
+) -> Result<Vec<String>, DeployError> {
+    let keyspace = fleet.keyspace.name.as_str();
+    let database = fleet.keyspace.database.as_str();
+    let mut dropped = Vec::new();
+    for conn in &fleet.conns {
+        for record in state::load(conn, keyspace, database, None).await? {
+            let Some(sealed) = record
+                .sealed_at
+                .as_deref()
+                .and_then(|t| humantime::parse_rfc3339(t).ok())
+            else {
+                continue;
+            };
+            let age = SystemTime::now().duration_since(sealed).unwrap_or_default();
+            for cell in &record.cells {
+                let (role, keep) = match cell.strategy {
+                    Strategy::Shadow => ("old", options.keep_old),
+                    Strategy::Drop => ("del", options.keep_dropped),
+                    _ => continue,
+                };
+                if cell.state != CellState::Sealed || age < keep {
+                    continue;
+                }
+                let table = naming::artifact(&record.id, role, &cell.table);
+                if current_definition(conn, database, &table).await?.is_none() {
+                    continue;
+                }
+                let mut c = conn.conn().await?;
+                c.query_drop(format!(
+                    "DROP TABLE IF EXISTS {}.{}",
+                    quote(database),
+                    quote(&table)
+                ))
+                .await
+                .map_err(|e| conn.query_error(format!("dropping retention table `{table}`"), e))?;
+                dropped.push(format!("{}: {table}", conn.shard));
+            }
+        }
+    }
+    Ok(dropped)
 }
 
 /// Creates (or resumes) the deployment for `plan` and drives it to the requested end state.
