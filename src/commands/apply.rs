@@ -170,20 +170,20 @@ fn confirm(keyspace: &str) -> anyhow::Result<()> {
 }
 
 /// Per-shard, per-table progress bars in a terminal; plain log lines otherwise.
-struct Bars {
+pub struct Bars {
     multi: Option<MultiProgress>,
     bars: Mutex<Vec<(String, ProgressBar)>>,
 }
 
 impl Bars {
-    fn new(terminal: bool) -> Bars {
+    pub fn new(terminal: bool) -> Bars {
         Bars {
             multi: terminal.then(MultiProgress::new),
             bars: Mutex::new(Vec::new()),
         }
     }
 
-    fn show(&self, event: Event) {
+    pub fn show(&self, event: Event) {
         let Event::Cell {
             shard,
             table,
@@ -240,7 +240,7 @@ impl Bars {
         }
     }
 
-    fn finish(&self) {
+    pub fn finish(&self) {
         if let Ok(bars) = self.bars.lock() {
             for (_, bar) in bars.iter() {
                 bar.finish();

@@ -1,11 +1,13 @@
 //! `schemagate demo`: the main job end to end on an embedded default. Starts local sandbox
 //! shards from the installed `mariadbd`, loads last release's schema (one shard carrying a
-//! hand-made hotfix), writes the example desired-state repository and plans against it.
+//! hand-made hotfix), writes the example desired-state repository, plans against it, then
+//! stages the change on every shard and seals them together.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use reconciler::deploy::{self, ApplyOptions, Fleet};
 use reconciler::plan::{self, PlanOptions};
 use reconciler::sandbox::Sandbox;
 use reconciler::source;
@@ -16,6 +18,8 @@ const SHARDS: [&str; 4] = ["-40", "40-80", "80-c0", "c0-"];
 const KEYSPACE: &str = "commerce";
 const SEED: &str = include_str!("../../examples/demo/seed.sql");
 const DRIFT: &str = include_str!("../../examples/demo/drift.sql");
+/// Rows per shard, so the shadow copy has something to do while you watch.
+const CUSTOMERS: u32 = 50_000;
 /// The example repository's schema files, embedded so the demo runs from any directory.
 const SCHEMAS: [(&str, &str); 3] = [
     (
@@ -64,7 +68,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     say("Loading last release's schema on every shard, and a hand-made hotfix on shard c0-…");
     for (i, server) in sandbox.servers().iter().enumerate() {
-        let mut script = format!("CREATE DATABASE {KEYSPACE}; USE {KEYSPACE}; {SEED}");
+        let mut script = format!(
+            "CREATE DATABASE {KEYSPACE}; USE {KEYSPACE}; {SEED}
+             INSERT INTO customers (email, name, country)
+             SELECT CONCAT('c', seq, '@shard{i}.example'), CONCAT('Customer ', seq), 'US' FROM seq_1_to_{CUSTOMERS};"
+        );
         if i + 1 == SHARDS.len() {
             script.push_str(DRIFT);
         }
@@ -83,7 +91,34 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let desired = source::load(repo.path(), None).await?;
     let plan = plan::plan(&desired, &PlanOptions::default()).await?;
     output::print_plan(&plan, args.format)?;
-    say("Next: `apply` stages these changes in shadow tables on every shard and seals them together.");
+    if plan.has_errors() {
+        return Ok(ExitCode::from(2));
+    }
+
+    say("\nschemagate apply --repo … --yes --allow-unsafe   (the plan drops legacy_carts: destructive)\n");
+    let Some(keyspace_plan) = plan.keyspaces.first() else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let keyspace = desired
+        .config
+        .keyspace(KEYSPACE)
+        .context("the demo configuration has no commerce keyspace")?;
+    let fleet = Fleet::new(keyspace);
+    let options = ApplyOptions {
+        allow_unsafe: true,
+        ..ApplyOptions::default()
+    };
+    let bars = super::apply::Bars::new(
+        args.format == Format::Text && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
+    let events = |event| bars.show(event);
+    let applied = deploy::apply(&fleet, keyspace_plan, None, &options, &events).await;
+    bars.finish();
+    fleet.disconnect().await;
+    let deployments: Vec<_> = applied?.into_iter().collect();
+    say("");
+    output::print_deployments(&deployments, args.format)?;
+    say("Every shard flipped within the seal skew above; the old tables stay under _sg<id>_old_* for 30 min.");
 
     if args.keep {
         say(&format!(
@@ -92,10 +127,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ));
         tokio::signal::ctrl_c().await?;
     }
-    Ok(if plan.has_errors() {
-        ExitCode::from(2)
-    } else {
+    let sealed = deployments
+        .iter()
+        .all(|d| d.state == reconciler::deploy::state::CellState::Sealed);
+    Ok(if sealed {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
     })
 }
 
