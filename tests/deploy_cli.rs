@@ -485,3 +485,34 @@ fn a_long_transaction_holds_the_seal_back_without_stalling_writers() {
     assert_eq!(code(&sealed), 0, "{}{}", stdout(&sealed), stderr(&sealed));
     assert_eq!(code(&schemagate(&["plan", "--repo", &repo_arg])), 0);
 }
+
+#[test]
+fn a_table_changed_underneath_fails_the_seal_instead_of_sealing() {
+    let [a, b, ..] = servers() else {
+        panic!("two servers")
+    };
+    let db = database(&[a, b], "stale", &seed(1000));
+    let dir = repo(
+        &config("app", &db, &[("a", a.dsn()), ("b", b.dsn())]),
+        &[("app/items.sql", DESIRED)],
+    );
+    let repo_arg = dir.path().to_str().unwrap().to_string();
+    let staged = schemagate(&[
+        "apply", "--repo", &repo_arg, "--yes", "--seal", "manual", "--format", "json",
+    ]);
+    assert_eq!(code(&staged), 0, "{}", stderr(&staged));
+    let staged: serde_json::Value = serde_json::from_str(&stdout(&staged)).unwrap();
+    let id = staged["deployments"][0]["id"].as_str().unwrap().to_string();
+
+    // Someone alters the table by hand on shard b while the deployment waits at the gate.
+    sql(b, Some(&db), "ALTER TABLE items ADD KEY note (note)");
+    let before_a = show_tables(a, &db);
+    let out = schemagate(&["seal", &id, "--repo", &repo_arg]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("shard b table `items` changed since the plan was made"),
+        "{err}"
+    );
+    assert_eq!(show_tables(a, &db), before_a, "no shard was sealed");
+}
