@@ -381,6 +381,7 @@ fn desired_state(server: &Server, database: &str, desired: &str) -> Desired {
             shards: vec![Shard {
                 name: "s0".into(),
                 dsn,
+                replicas: Vec::new(),
             }],
         }],
     };

@@ -75,7 +75,7 @@ pub struct LiveSchema {
 }
 
 /// A connection pool to one shard, with the identity used in messages (never the password).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ShardConn {
     pub shard: String,
     pub address: String,
@@ -235,6 +235,21 @@ impl ShardConn {
         let mut parser = CanonicalCache::default();
         let tables = parser.parse_all(&self.shard, self.table_texts(database).await?)?;
         Ok(LiveSchema { flavor, tables })
+    }
+
+    /// How far this server, a replica, is behind its primary; `None` when replication is not
+    /// running (stopped, broken, or not a replica), which a throttle must treat as lagging.
+    pub async fn replica_lag(&self) -> Result<Option<Duration>, LiveError> {
+        let mut conn = self.conn().await?;
+        let row: Option<mysql_async::Row> = conn
+            .query_first("SHOW SLAVE STATUS")
+            .await
+            .map_err(|e| self.query_error("reading the replica status", e))?;
+        Ok(row
+            .and_then(|r| r.get_opt::<Option<u64>, _>("Seconds_Behind_Master"))
+            .and_then(Result::ok)
+            .flatten()
+            .map(Duration::from_secs))
     }
 
     /// Runs a multi-statement SQL script (the text protocol allows several statements).

@@ -123,6 +123,15 @@ impl Sandbox {
     /// Starts `n` mariadbd servers on free loopback ports with temporary data directories.
     /// Blocking; the servers start in parallel. They die on drop and with the process.
     pub fn start(n: usize) -> Result<Sandbox, SandboxError> {
+        Sandbox::start_with(n, |_| Vec::new())
+    }
+
+    /// Like [`Sandbox::start`], with extra mariadbd flags per server (by index), e.g. a binary
+    /// log and a server id for replication tests.
+    pub fn start_with(
+        n: usize,
+        flags: impl Fn(usize) -> Vec<String> + Sync,
+    ) -> Result<Sandbox, SandboxError> {
         let env = env()?;
         let dir = tempfile::Builder::new()
             .prefix("sb-")
@@ -135,7 +144,8 @@ impl Sandbox {
             let launches: Vec<_> = (0..n)
                 .map(|i| {
                     let server_dir = dir.path().join(i.to_string());
-                    scope.spawn(move || Server::create(env, server_dir))
+                    let extra = flags(i);
+                    scope.spawn(move || Server::create(env, server_dir, extra))
                 })
                 .collect();
             // On an error, the servers already started drop here and are killed.
@@ -169,10 +179,12 @@ pub struct Server {
     version: String,
     /// `None` after [`Server::kill`].
     child: Option<Child>,
+    /// Flags beyond the sandbox's own, kept for restarts.
+    extra: Vec<String>,
 }
 
 impl Server {
-    fn create(env: &Env, dir: PathBuf) -> Result<Server, SandboxError> {
+    fn create(env: &Env, dir: PathBuf, extra: Vec<String>) -> Result<Server, SandboxError> {
         let socket = dir.join("mysqld.sock");
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(SandboxError::SocketPathTooLong { path: socket });
@@ -185,13 +197,14 @@ impl Server {
         let mut attempts = 1;
         loop {
             let port = free_port().map_err(io_err("finding a free loopback port"))?;
-            match boot(env, &dir, port) {
+            match boot(env, &dir, port, &extra) {
                 Ok((child, version)) => {
                     return Ok(Server {
                         port,
                         dir,
                         version,
                         child: Some(child),
+                        extra,
                     })
                 }
                 Err(SandboxError::PortInUse { .. }) if attempts < PORT_ATTEMPTS => attempts += 1,
@@ -232,7 +245,7 @@ impl Server {
     /// waits until it accepts connections.
     pub fn restart(&mut self) -> Result<(), SandboxError> {
         self.kill()?;
-        let (child, version) = boot(env()?, &self.dir, self.port)?;
+        let (child, version) = boot(env()?, &self.dir, self.port, &self.extra)?;
         self.child = Some(child);
         self.version = version;
         Ok(())
@@ -435,7 +448,12 @@ fn try_lock(file: &File) -> io::Result<()> {
 
 /// Starts mariadbd on `dir` (holding `data/`) and waits until it accepts connections.
 /// Returns the process and the server version.
-fn boot(env: &Env, dir: &Path, port: u16) -> Result<(Child, String), SandboxError> {
+fn boot(
+    env: &Env,
+    dir: &Path,
+    port: u16,
+    extra: &[String],
+) -> Result<(Child, String), SandboxError> {
     let log = dir.join("error.log");
     // A restart appends to the log: report only what this start wrote.
     let log_start = fs::metadata(&log).map_or(0, |m| m.len());
@@ -449,6 +467,7 @@ fn boot(env: &Env, dir: &Path, port: u16) -> Result<(Child, String), SandboxErro
         .args(user_flag())
         .args(INNODB_FLAGS)
         .args(SERVER_FLAGS)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

@@ -80,7 +80,7 @@ async fn artifacts(conn: &ShardConn, db: &str) -> Vec<String> {
 fn fast() -> CopyOptions {
     CopyOptions {
         target_chunk_time: Duration::from_millis(100),
-        max_threads_running: 50,
+        ..CopyOptions::default()
     }
 }
 
@@ -379,7 +379,7 @@ async fn no_data_is_lost_under_concurrent_inserts_updates_key_changes_and_delete
     let before_copy = ops.load(Ordering::Relaxed);
     let options = CopyOptions {
         target_chunk_time: Duration::from_millis(10),
-        max_threads_running: 50,
+        ..CopyOptions::default()
     };
     let mut chunks = 0;
     shadow

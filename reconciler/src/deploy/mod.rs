@@ -108,6 +108,8 @@ pub struct Deployment {
 pub struct Fleet {
     pub keyspace: Keyspace,
     pub conns: Vec<ShardConn>,
+    /// Each shard's replicas (same order as `conns`), watched by the online copy.
+    pub replicas: Vec<Vec<ShardConn>>,
 }
 
 impl Fleet {
@@ -119,12 +121,35 @@ impl Fleet {
                 .iter()
                 .map(|s| ShardConn::new(&s.name, &s.dsn, 8))
                 .collect(),
+            replicas: keyspace
+                .shards
+                .iter()
+                .map(|s| {
+                    s.replicas
+                        .iter()
+                        .map(|r| ShardConn::new(&format!("{} (replica)", s.name), r, 2))
+                        .collect()
+                })
+                .collect(),
         }
     }
 
     pub async fn disconnect(self) {
-        for conn in self.conns {
+        for conn in self
+            .conns
+            .into_iter()
+            .chain(self.replicas.into_iter().flatten())
+        {
             conn.disconnect().await;
+        }
+    }
+
+    /// The copy options for one shard: the fleet's, plus that shard's replicas.
+    fn copy_options(&self, conn: &ShardConn, base: &CopyOptions) -> CopyOptions {
+        let index = self.conns.iter().position(|c| c.shard == conn.shard);
+        CopyOptions {
+            replicas: index.map(|i| self.replicas[i].clone()).unwrap_or_default(),
+            ..base.clone()
         }
     }
 
@@ -425,14 +450,9 @@ pub async fn apply(
 
     let staged = fleet
         .each(options.concurrency, |conn| {
-            stage_shard(
-                conn,
-                keyspace,
-                &fleet.keyspace.database,
-                &id,
-                &options.copy,
-                events,
-            )
+            let copy = fleet.copy_options(conn, &options.copy);
+            let (database, id) = (&fleet.keyspace.database, &id);
+            async move { stage_shard(conn, keyspace, database, id, &copy, events).await }
         })
         .await;
     let failures: Vec<String> = staged

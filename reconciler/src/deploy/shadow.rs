@@ -20,9 +20,10 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, IsolationLevel, Row, TxOpts, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
+use sqlparser::tokenizer::Token;
 
 use crate::live::{LiveError, ShardConn};
-use crate::schema::sql::quote_ident;
+use crate::schema::sql::{keyword, quote_ident};
 use crate::schema::{Column, IndexKind, Table};
 
 const FIRST_CHUNK: u64 = 1_000;
@@ -94,6 +95,10 @@ pub struct CopyOptions {
     pub target_chunk_time: Duration,
     /// Before each chunk, wait while the server's `Threads_running` is above this (0: never).
     pub max_threads_running: u64,
+    /// Replicas of the shard's primary: before each chunk, wait while any lags more than
+    /// `max_replica_lag` or does not replicate at all.
+    pub replicas: Vec<ShardConn>,
+    pub max_replica_lag: Duration,
 }
 
 impl Default for CopyOptions {
@@ -101,6 +106,8 @@ impl Default for CopyOptions {
         CopyOptions {
             target_chunk_time: Duration::from_millis(500),
             max_threads_running: 50,
+            replicas: Vec::new(),
+            max_replica_lag: Duration::from_secs(5),
         }
     }
 }
@@ -177,6 +184,10 @@ enum KeyKind {
     Binary,
     /// Date, time, datetime, timestamp: strings the server converts to the column's type.
     Temporal,
+    /// ENUM, read and bound as its index (`col + 0`): an ENUM sorts by index, and compared
+    /// with an integer it compares the index (with a string it would compare the text, which
+    /// is not the index order).
+    Enum,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +202,14 @@ impl KeyColumn {
     fn select_expr(&self) -> String {
         match self.kind {
             KeyKind::Binary => format!("HEX({})", quote_ident(&self.name)),
+            _ => self.raw_expr(),
+        }
+    }
+
+    /// The value a chunk captures for its last key (binary as is, read back through HEX).
+    fn raw_expr(&self) -> String {
+        match self.kind {
+            KeyKind::Enum => format!("({} + 0)", quote_ident(&self.name)),
             _ => quote_ident(&self.name),
         }
     }
@@ -211,6 +230,10 @@ struct Key {
     /// Its index in the table and in the shadow.
     index: String,
     shadow_index: String,
+    /// False when the shadow's unique index has more columns after the key's (e.g. the
+    /// primary key grows from `(id)` to `(id, i)`): the shadow then does not reject a second
+    /// row with the same key, so the triggers remove a row by its key before writing it.
+    shadow_exact: bool,
 }
 
 /// Data a new definition may not accept, checked before anything is copied and again to
@@ -242,6 +265,23 @@ struct Layout {
     /// The subset the checksum compares.
     compared: Vec<(String, String)>,
     checks: Vec<DataCheck>,
+    /// Columns (of the table) whose values the triggers move between time zones, see
+    /// [`ZoneShift`].
+    shifts: Vec<(String, ZoneShift)>,
+}
+
+/// A value whose meaning depends on the session's `time_zone` (a TIMESTAMP read as text or
+/// a date, or a DATETIME/DATE stored into a TIMESTAMP) is converted by the copy in the copy's
+/// session, whose zone is the server's global one, as a native ALTER would convert it in its
+/// session. A trigger runs in the writer's session, whatever zone that has: it moves the value
+/// between the two zones first, so that rows written by the application convert the same way
+/// as the copied ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+enum ZoneShift {
+    /// TIMESTAMP to another type: read in the writer's zone, wanted in the global one.
+    FromTimestamp,
+    /// DATETIME or DATE to TIMESTAMP: meant in the global zone, stored from the writer's.
+    ToTimestamp,
 }
 
 /// A prepared shadow table: the shadow and its triggers exist.
@@ -368,6 +408,21 @@ impl Shadow {
             "creating the shadow table",
         )
         .await?;
+        // LIKE starts the counter at 1: the shadow would hand out the ids of deleted tail rows
+        // again. It starts where the table is (the statements may still set their own).
+        let next: Option<Option<u64>> = c
+            .exec_first(
+                "SELECT AUTO_INCREMENT FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&spec.database, &spec.table),
+            )
+            .await
+            .map_err(|e| conn.query_error("reading the table's AUTO_INCREMENT", e))?;
+        if let Some(Some(next)) = next.filter(|n| n.is_some_and(|n| n > 1)) {
+            c.query_drop(format!("ALTER TABLE {shadow_name} AUTO_INCREMENT = {next}"))
+                .await
+                .map_err(|e| conn.query_error("setting the shadow's AUTO_INCREMENT", e))?;
+        }
         for statement in &spec.statements {
             let rewritten = rewrite_alter(statement, &spec.table, &shadow_name)
                 .ok_or_else(|| refused(spec, "a statement does not start with ALTER TABLE"))?;
@@ -408,6 +463,8 @@ impl Shadow {
         if let Some(reason) = shadow.first_failed_check(c, conn).await? {
             return Err(refused(spec, reason));
         }
+        // A trigger runs with the sql_mode it was created with.
+        set_copy_mode(c, conn).await?;
         // The three triggers appear at once, under LOCK TABLES. Added one by one, MariaDB
         // 10.11 fails server-side prepared statements that run in between with "Table
         // '<shadow>' doesn't exist" (MDEV-26048; reproduced by this crate's tests).
@@ -462,6 +519,10 @@ impl Shadow {
             None => None,
         };
         let mut c = conn.conn().await?;
+        set_copy_mode(&mut c, conn).await?;
+        c.query_drop("SET SESSION time_zone = @@global.time_zone")
+            .await
+            .map_err(|e| conn.query_error("setting the copy's time zone", e))?;
         let started = Instant::now();
         let mut progress = Progress {
             rows_copied: 0,
@@ -473,6 +534,7 @@ impl Shadow {
         let mut size = FIRST_CHUNK;
         loop {
             throttle(&mut c, conn, options.max_threads_running).await?;
+            wait_for_replicas(conn, options).await?;
             let chunk_started = Instant::now();
             let sql = self.copy_sql(lo.is_some());
             let mut params = self.range_params(lo.as_deref(), None);
@@ -585,16 +647,36 @@ impl Shadow {
             .map(|k| format!("OLD.{0} <=> NEW.{0}", quote_ident(&k.name)))
             .collect::<Vec<_>>()
             .join(" AND ");
+        let new_key = key
+            .iter()
+            .map(|k| format!("{0} <=> NEW.{0}", quote_ident(&k.name)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
         let targets = self.column_list(Side::Shadow);
         let values = self
             .layout
             .columns
             .iter()
-            .map(|(from, _)| format!("NEW.{}", quote_ident(from)))
+            .map(|(from, _)| {
+                let value = format!("NEW.{}", quote_ident(from));
+                let shift = self.layout.shifts.iter().find(|(c, _)| c == from);
+                match shift.map(|(_, s)| s) {
+                    Some(ZoneShift::FromTimestamp) => format!(
+                        "COALESCE(CONVERT_TZ({value}, @@session.time_zone, \
+                         @@global.time_zone), {value})"
+                    ),
+                    Some(ZoneShift::ToTimestamp) => format!(
+                        "COALESCE(CONVERT_TZ({value}, @@global.time_zone, \
+                         @@session.time_zone), {value})"
+                    ),
+                    None => value,
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ");
         let replace = format!("REPLACE INTO {shadow} ({targets}) VALUES ({values});");
         let tag = format!("/* schemagate shadow {:016x} */", self.fingerprint());
+        let exact = self.layout.key.shadow_exact;
         self.spec
             .triggers()
             .into_iter()
@@ -602,11 +684,17 @@ impl Shadow {
                 let body = match event {
                     "DELETE" => format!("BEGIN {tag} DELETE FROM {shadow} WHERE {old_key}; END"),
                     // A changed key moves the row: remove it under its old key first.
-                    "UPDATE" => format!(
+                    "UPDATE" if exact => format!(
                         "BEGIN {tag} DELETE FROM {shadow} WHERE {old_key} AND NOT ({key_kept}); \
                          {replace} END"
                     ),
-                    _ => format!("BEGIN {tag} {replace} END"),
+                    // The shadow's index has more columns than the key: REPLACE would keep
+                    // the row under its old value of those.
+                    "UPDATE" => {
+                        format!("BEGIN {tag} DELETE FROM {shadow} WHERE {old_key}; {replace} END")
+                    }
+                    _ if exact => format!("BEGIN {tag} {replace} END"),
+                    _ => format!("BEGIN {tag} DELETE FROM {shadow} WHERE {new_key}; {replace} END"),
                 };
                 (name, event, body)
             })
@@ -795,7 +883,7 @@ impl Shadow {
             .columns
             .iter()
             .enumerate()
-            .map(|(i, k)| format!("(@_sg_key{i} := {}) IS NOT NULL", quote_ident(&k.name)))
+            .map(|(i, k)| format!("(@_sg_key{i} := {}) IS NOT NULL", k.raw_expr()))
             .collect::<Vec<_>>()
             .join(" AND ");
         let condition = if range.is_empty() {
@@ -944,7 +1032,7 @@ impl Shadow {
         }
         for (k, value) in key.iter().zip(&values) {
             let fits = match k.kind {
-                KeyKind::Int => value.is_i64() || value.is_u64(),
+                KeyKind::Int | KeyKind::Enum => value.is_i64() || value.is_u64(),
                 KeyKind::Float => value.is_number(),
                 KeyKind::Binary => value
                     .as_str()
@@ -1283,6 +1371,17 @@ impl Shadow {
     }
 }
 
+/// Adds `NO_AUTO_VALUE_ON_ZERO` to the session's sql_mode, for the copy and the triggers: a
+/// row whose AUTO_INCREMENT column holds 0 keeps it instead of getting the next number.
+async fn set_copy_mode(c: &mut Conn, conn: &ShardConn) -> Result<(), LiveError> {
+    c.query_drop(
+        "SET SESSION sql_mode = \
+         CONCAT_WS(',', NULLIF(@@session.sql_mode, ''), 'NO_AUTO_VALUE_ON_ZERO')",
+    )
+    .await
+    .map_err(|e| conn.query_error("setting the session's sql_mode", e))
+}
+
 async fn cleanup_with(
     c: &mut Conn,
     conn: &ShardConn,
@@ -1336,6 +1435,12 @@ fn validate_spec(spec: &ShadowSpec) -> Result<(), ShadowError> {
         Some("the shadow table cannot have the table's own name".to_string())
     } else if spec.trigger_prefix.is_empty() || spec.trigger_prefix.chars().count() + 4 > 64 {
         Some("the trigger prefix must be 1 to 60 characters long".to_string())
+    } else if let Some(s) = spec.statements.iter().find(|s| renames_table(s)) {
+        Some(format!(
+            "the statement `{}` renames the table; a shadow table stands in for the table under \
+             its own name: rename it in a deployment of its own",
+            shorten(s)
+        ))
     } else {
         spec.statements
             .iter()
@@ -1540,6 +1645,27 @@ async fn throttle(c: &mut Conn, conn: &ShardConn, max: u64) -> Result<(), LiveEr
     }
 }
 
+/// Holds the copy while a replica is behind (or not replicating), so the copy's writes never
+/// push replicas further out than `max_replica_lag` (pt-online-schema-change's `--max-lag`).
+async fn wait_for_replicas(conn: &ShardConn, options: &CopyOptions) -> Result<(), LiveError> {
+    for replica in &options.replicas {
+        loop {
+            let lag = replica.replica_lag().await?;
+            if lag.is_some_and(|l| l <= options.max_replica_lag) {
+                break;
+            }
+            tracing::info!(
+                shard = %conn.shard,
+                replica = %replica.address,
+                lag_s = lag.map(|l| l.as_secs()),
+                "replica behind: pausing the shadow copy"
+            );
+            tokio::time::sleep(THROTTLE_PAUSE).await;
+        }
+    }
+    Ok(())
+}
+
 fn snapshot() -> TxOpts {
     let mut opts = TxOpts::new();
     opts.with_consistent_snapshot(true)
@@ -1577,9 +1703,9 @@ fn to_json(kind: KeyKind, value: Value) -> Option<Json> {
     let text = |bytes: Vec<u8>| String::from_utf8(bytes).ok().map(Json::String);
     match (kind, value) {
         (_, Value::NULL) => None,
-        (KeyKind::Int, Value::Int(i)) => Some(Json::from(i)),
-        (KeyKind::Int, Value::UInt(u)) => Some(Json::from(u)),
-        (KeyKind::Int, Value::Bytes(b)) => {
+        (KeyKind::Int | KeyKind::Enum, Value::Int(i)) => Some(Json::from(i)),
+        (KeyKind::Int | KeyKind::Enum, Value::UInt(u)) => Some(Json::from(u)),
+        (KeyKind::Int | KeyKind::Enum, Value::Bytes(b)) => {
             let s = String::from_utf8(b).ok()?;
             s.parse::<i64>()
                 .map(Json::from)
@@ -1740,6 +1866,7 @@ fn key_kind(column: &Column) -> Option<(KeyKind, Option<String>)> {
         "char" | "varchar" => KeyKind::Text,
         "binary" | "varbinary" => KeyKind::Binary,
         "date" | "datetime" | "timestamp" | "time" => KeyKind::Temporal,
+        "enum" => KeyKind::Enum,
         _ => return None,
     };
     Some((kind, None))
@@ -1797,6 +1924,97 @@ fn text_charset(column: &Column, table: &Table) -> Option<(String, String)> {
         .or_else(|| table.collation().map(str::to_string))
         .unwrap_or_default();
     Some((charset, collation))
+}
+
+/// MySQL column names are case-insensitive.
+fn same_name(a: &str, b: &str) -> bool {
+    a == b || a.to_lowercase() == b.to_lowercase()
+}
+
+fn column<'a>(table: &'a Table, name: &str) -> Option<&'a Column> {
+    table
+        .column(name)
+        .or_else(|| table.columns.iter().find(|c| same_name(&c.name, name)))
+}
+
+/// How a trigger must move a column's value between time zones, see [`ZoneShift`].
+fn zone_shift(from: &Column, to: &Column) -> Option<ZoneShift> {
+    match (from.data_type.base.as_str(), to.data_type.base.as_str()) {
+        ("timestamp", "timestamp") => None,
+        ("timestamp", _) => Some(ZoneShift::FromTimestamp),
+        ("datetime" | "date", "timestamp") => Some(ZoneShift::ToTimestamp),
+        _ => None,
+    }
+}
+
+/// Words after `DROP` that name something other than a column.
+const DROP_NOT_A_COLUMN: [&str; 13] = [
+    "INDEX",
+    "KEY",
+    "PRIMARY",
+    "UNIQUE",
+    "FOREIGN",
+    "CONSTRAINT",
+    "CHECK",
+    "PARTITION",
+    "SYSTEM",
+    "PERIOD",
+    "DEFAULT",
+    "FULLTEXT",
+    "SPATIAL",
+];
+
+/// The significant tokens of a statement (none when it does not tokenize).
+fn tokens(statement: &str) -> Vec<Token> {
+    crate::schema::sql::tokenize(statement)
+        .map(|tokens| {
+            tokens
+                .into_iter()
+                .map(|t| t.token)
+                .filter(crate::schema::sql::significant)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Columns the statements drop (`DROP [COLUMN] [IF EXISTS] c`).
+fn dropped_columns(statements: &[String]) -> Vec<String> {
+    let mut dropped = Vec::new();
+    for statement in statements {
+        let tokens = tokens(statement);
+        let word = |i: usize| keyword(tokens.get(i)?);
+        for i in 0..tokens.len() {
+            if word(i).as_deref() != Some("DROP") {
+                continue;
+            }
+            let mut at = i + 1;
+            match word(at).as_deref() {
+                Some(w) if DROP_NOT_A_COLUMN.contains(&w) => continue,
+                Some("COLUMN") => at += 1,
+                _ => {}
+            }
+            if word(at).as_deref() == Some("IF") && word(at + 1).as_deref() == Some("EXISTS") {
+                at += 2;
+            }
+            if let Some(Token::Word(name)) = tokens.get(at) {
+                dropped.push(name.value.clone());
+            }
+        }
+    }
+    dropped
+}
+
+/// True when the statement renames the table itself (`RENAME [TO|AS] …`, not `RENAME
+/// COLUMN`/`INDEX`/`KEY`).
+fn renames_table(statement: &str) -> bool {
+    let tokens = tokens(statement);
+    tokens.iter().enumerate().any(|(i, token)| {
+        keyword(token).as_deref() == Some("RENAME")
+            && !matches!(
+                tokens.get(i + 1).and_then(keyword).as_deref(),
+                Some("COLUMN" | "INDEX" | "KEY")
+            )
+    })
 }
 
 fn same_type(a: &Column, ta: &Table, b: &Column, tb: &Table) -> bool {
@@ -1890,59 +2108,71 @@ fn does_not_fit(a: &Column, b: &Column) -> Option<String> {
     }
 }
 
-/// Works out the shared key, the copied and compared columns, and the data checks.
+/// Works out the shared key, the copied and compared columns, and the data checks. Column
+/// names match case-insensitively, as they do in MySQL (`MODIFY C2 …` renames `c2` to `C2`).
 fn layout(spec: &ShadowSpec, original: &Table, shadow: &Table) -> Result<Layout, String> {
-    let renames: HashMap<&str, &str> = spec
-        .renames
-        .iter()
-        .map(|(from, to)| (from.as_str(), to.as_str()))
-        .collect();
-    let rename_targets: HashSet<&str> = renames.values().copied().collect();
     for (from, to) in &spec.renames {
-        if original.column(from).is_none() || shadow.column(to).is_none() {
+        if column(original, from).is_none() || column(shadow, to).is_none() {
             return Err(format!(
                 "the rename of `{from}` to `{to}` does not match the definitions (`{from}` must \
                  exist now and `{to}` after the change)"
             ));
         }
     }
+    let renamed_to = |name: &str| {
+        spec.renames
+            .iter()
+            .find(|(from, _)| same_name(from, name))
+            .map(|(_, to)| to.as_str())
+    };
+    let is_rename_target = |name: &str| spec.renames.iter().any(|(_, to)| same_name(to, name));
+    // A column the statements drop and add again is a new column, not a changed one.
+    let dropped = dropped_columns(&spec.statements);
     let mut columns = Vec::new();
     let mut compared = Vec::new();
     let mut checks = Vec::new();
-    for column in &original.columns {
-        let target = match renames.get(column.name.as_str()) {
-            Some(to) => *to,
-            None if rename_targets.contains(column.name.as_str()) => continue,
-            None => column.name.as_str(),
+    let mut shifts = Vec::new();
+    for column_now in &original.columns {
+        let target = match renamed_to(&column_now.name) {
+            Some(to) => to,
+            None if is_rename_target(&column_now.name) => continue,
+            None if dropped.iter().any(|d| same_name(d, &column_now.name)) => continue,
+            None => column_now.name.as_str(),
         };
-        let Some(new) = shadow.column(target) else {
+        let Some(new) = column(shadow, target) else {
             continue;
         };
-        if column.generated.is_some() || new.generated.is_some() {
+        if column_now.generated.is_some() || new.generated.is_some() {
             continue;
         }
-        columns.push((column.name.clone(), new.name.clone()));
-        if same_type(column, original, new, shadow) || widens(column, original, new, shadow) {
-            compared.push((column.name.clone(), new.name.clone()));
+        columns.push((column_now.name.clone(), new.name.clone()));
+        if same_type(column_now, original, new, shadow) || widens(column_now, original, new, shadow)
+        {
+            compared.push((column_now.name.clone(), new.name.clone()));
         }
-        if column.nullable && !new.nullable {
+        if let Some(shift) = zone_shift(column_now, new) {
+            shifts.push((column_now.name.clone(), shift));
+        }
+        if column_now.nullable && !new.nullable {
             checks.push(DataCheck::NotNull {
-                column: column.name.clone(),
+                column: column_now.name.clone(),
             });
         }
-        if let Some(condition) = does_not_fit(column, new) {
+        if let Some(condition) = does_not_fit(column_now, new) {
             checks.push(DataCheck::Fits {
-                column: column.name.clone(),
+                column: column_now.name.clone(),
                 condition,
                 new_type: new.definition[new.data_type.span.0..new.data_type.span.1].to_string(),
             });
         }
     }
 
-    let to_new: HashMap<&str, &str> = columns
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
+    let to_new = |name: &str| {
+        columns
+            .iter()
+            .find(|(a, _)| a == name)
+            .map(|(_, b)| b.as_str())
+    };
     let to_old: HashMap<&str, &str> = columns
         .iter()
         .map(|(a, b)| (b.as_str(), a.as_str()))
@@ -1957,8 +2187,8 @@ fn layout(spec: &ShadowSpec, original: &Table, shadow: &Table) -> Result<Layout,
     let candidates = candidate_keys(original);
     let key = candidates.iter().find_map(|(index, key)| {
         let unchanged = key.iter().all(|k| {
-            to_new.get(k.name.as_str()) == Some(&k.name.as_str())
-                && match (original.column(&k.name), shadow.column(&k.name)) {
+            to_new(&k.name).is_some_and(|new| same_name(new, &k.name))
+                && match (column(original, &k.name), column(shadow, &k.name)) {
                     (Some(a), Some(b)) => {
                         same_type(a, original, b, shadow) && !b.nullable && b.generated.is_none()
                     }
@@ -1968,18 +2198,23 @@ fn layout(spec: &ShadowSpec, original: &Table, shadow: &Table) -> Result<Layout,
         if !unchanged {
             return None;
         }
-        let shadow_index = shadow_unique.iter().find(|(i, parts)| {
-            !i.definition.to_ascii_uppercase().contains("USING HASH")
-                && parts.len() == key.len()
-                && parts
-                    .iter()
-                    .zip(key)
-                    .all(|(p, k)| p.column == k.name && p.prefix.is_none() && !p.descending)
-        })?;
+        // The key's columns in order, whole and ascending, first in a unique index of the
+        // shadow; an index of exactly those columns is preferred.
+        let leads = |parts: &[KeyPart]| {
+            parts.len() >= key.len()
+                && parts.iter().zip(key).all(|(p, k)| {
+                    same_name(&p.column, &k.name) && p.prefix.is_none() && !p.descending
+                })
+        };
+        let usable = shadow_unique.iter().filter(|(i, parts)| {
+            !i.definition.to_ascii_uppercase().contains("USING HASH") && leads(parts)
+        });
+        let (shadow_index, parts) = usable.min_by_key(|(_, parts)| parts.len())?;
         Some(Key {
             columns: key.clone(),
             index: index.name.clone(),
-            shadow_index: shadow_index.0.name.clone(),
+            shadow_index: shadow_index.name.clone(),
+            shadow_exact: parts.len() == key.len(),
         })
     });
     let Some(key) = key else {
@@ -2036,6 +2271,7 @@ fn layout(spec: &ShadowSpec, original: &Table, shadow: &Table) -> Result<Layout,
         columns,
         compared,
         checks,
+        shifts,
     })
 }
 

@@ -47,10 +47,16 @@ pub fn parse_config(
         }
         let mut shards = Vec::with_capacity(raw_ks.shards.len());
         for raw_shard in raw_ks.shards {
-            let dsn = expand_dsn(path, &name, &raw_shard, env)?;
+            let dsn = expand_dsn(path, &name, &raw_shard.name, &raw_shard.dsn, env)?;
+            let replicas = raw_shard
+                .replicas
+                .iter()
+                .map(|r| expand_dsn(path, &name, &raw_shard.name, r, env))
+                .collect::<Result<Vec<_>, _>>()?;
             shards.push(Shard {
                 name: raw_shard.name,
                 dsn,
+                replicas,
             });
         }
         keyspaces.push(Keyspace {
@@ -66,27 +72,28 @@ pub fn parse_config(
 fn expand_dsn(
     path: &str,
     keyspace: &str,
-    shard: &RawShard,
+    shard: &str,
+    template: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Dsn, SourceError> {
-    let expanded = expand(&shard.dsn, env).map_err(|e| match e {
+    let expanded = expand(template, env).map_err(|e| match e {
         ExpandError::Unset(variable) => SourceError::UnsetVariable {
             path: path.to_string(),
             keyspace: keyspace.to_string(),
-            shard: shard.name.clone(),
+            shard: shard.to_string(),
             variable,
         },
         ExpandError::Syntax(problem) => SourceError::DsnTemplate {
             path: path.to_string(),
             keyspace: keyspace.to_string(),
-            shard: shard.name.clone(),
+            shard: shard.to_string(),
             problem: problem.to_string(),
         },
     })?;
     Dsn::parse(&expanded).map_err(|source| SourceError::Dsn {
         path: path.to_string(),
         keyspace: keyspace.to_string(),
-        shard: shard.name.clone(),
+        shard: shard.to_string(),
         source,
     })
 }
@@ -274,6 +281,7 @@ struct RawKeyspace {
 struct RawShard {
     name: String,
     dsn: String,
+    replicas: Vec<String>,
 }
 
 /// Keyspaces in file order; names valid and unique.
@@ -471,9 +479,11 @@ impl<'de> Visitor<'de> for ShardSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawShard, A::Error> {
         let mut name = None;
         let mut dsn = None;
+        let mut replicas = None;
         while let Some(field) = map.next_key_seed(ShardField {
             have_name: name.is_some(),
             have_dsn: dsn.is_some(),
+            have_replicas: replicas.is_some(),
         })? {
             match field {
                 Field::Name => {
@@ -483,11 +493,13 @@ impl<'de> Visitor<'de> for ShardSeed<'_> {
                     })?)
                 }
                 Field::Dsn => dsn = Some(map.next_value::<String>()?),
+                Field::Replicas => replicas = Some(map.next_value::<Vec<String>>()?),
             }
         }
         Ok(RawShard {
             name: name.ok_or_else(|| de::Error::missing_field("name"))?,
             dsn: dsn.ok_or_else(|| de::Error::missing_field("dsn"))?,
+            replicas: replicas.unwrap_or_default(),
         })
     }
 }
@@ -495,12 +507,14 @@ impl<'de> Visitor<'de> for ShardSeed<'_> {
 enum Field {
     Name,
     Dsn,
+    Replicas,
 }
 
 /// A shard's key, checked as it is read so unknown and repeated keys get their own position.
 struct ShardField {
     have_name: bool,
     have_dsn: bool,
+    have_replicas: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for ShardField {
@@ -515,7 +529,7 @@ impl<'de> Visitor<'de> for ShardField {
     type Value = Field;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("`name` or `dsn`")
+        f.write_str("`name`, `dsn` or `replicas`")
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
@@ -524,7 +538,9 @@ impl<'de> Visitor<'de> for ShardField {
             "name" => Ok(Field::Name),
             "dsn" if self.have_dsn => Err(E::duplicate_field("dsn")),
             "dsn" => Ok(Field::Dsn),
-            other => Err(E::unknown_field(other, &["name", "dsn"])),
+            "replicas" if self.have_replicas => Err(E::duplicate_field("replicas")),
+            "replicas" => Ok(Field::Replicas),
+            other => Err(E::unknown_field(other, &["name", "dsn", "replicas"])),
         }
     }
 }
@@ -532,6 +548,12 @@ impl<'de> Visitor<'de> for ShardField {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn commerce_replicas_empty(config: &Config) -> bool {
+        config
+            .keyspace("commerce")
+            .is_some_and(|k| k.shards.iter().all(|s| s.replicas.is_empty()))
+    }
 
     const SECRET: &str = "hunter2-Sekrit";
 
@@ -569,6 +591,8 @@ keyspaces:
     shards:
       - name: "0"
         dsn: mariadb://auditor@10.0.0.3:3307?tcp_nodelay=true
+        replicas:
+          - mysql://auditor:${SHARD_PASSWORD}@10.0.0.13:3307
 "#;
 
     #[test]
@@ -579,6 +603,9 @@ keyspaces:
         let audit = config.keyspace("audit").unwrap();
         assert_eq!(audit.database, "audit");
         assert_eq!(audit.shards[0].dsn.port(), 3307);
+        assert_eq!(audit.shards[0].replicas.len(), 1);
+        assert_eq!(audit.shards[0].replicas[0].password(), Some(SECRET));
+        assert!(commerce_replicas_empty(&config));
         assert_eq!(audit.shards[0].dsn.password(), None);
         let commerce = config.keyspace("commerce").unwrap();
         assert_eq!(commerce.database, "commerce_db");

@@ -33,6 +33,8 @@ pub const SCHEMAS_DIR: &str = "schemas";
 pub struct Shard {
     pub name: String,
     pub dsn: Dsn,
+    /// Replicas of this shard's primary: the online copy slows down while they lag.
+    pub replicas: Vec<Dsn>,
 }
 
 /// A keyspace: one logical database, the same schema on every shard.
