@@ -318,6 +318,29 @@ impl CanonicalCache {
     }
 }
 
+/// Runs `f` on the shards at the indexes `which`, at most `concurrency` at a time; results in
+/// index order.
+pub async fn each_shard<'a, T, Fut>(
+    conns: &'a [ShardConn],
+    which: &[usize],
+    concurrency: usize,
+    f: impl Fn(&'a ShardConn) -> Fut,
+) -> Vec<(usize, T)>
+where
+    Fut: std::future::Future<Output = T> + 'a,
+{
+    let mut out: Vec<(usize, T)> = futures::stream::iter(which.iter().copied())
+        .map(|i| {
+            let fut = f(&conns[i]);
+            async move { (i, fut.await) }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    out.sort_by_key(|(i, _)| *i);
+    out
+}
+
 pub fn quote(name: &str) -> String {
     crate::schema::sql::quote_ident(name)
 }

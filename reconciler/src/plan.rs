@@ -171,28 +171,6 @@ async fn plan_keyspace(
     })
 }
 
-/// Results in shard order, at most `concurrency` shards at a time.
-async fn per_shard<'a, T, Fut>(
-    conns: &'a [ShardConn],
-    which: &[usize],
-    concurrency: usize,
-    f: impl Fn(&'a ShardConn) -> Fut,
-) -> Vec<(usize, T)>
-where
-    Fut: std::future::Future<Output = T> + 'a,
-{
-    let mut out: Vec<(usize, T)> = futures::stream::iter(which.iter().copied())
-        .map(|i| {
-            let fut = f(&conns[i]);
-            async move { (i, fut.await) }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    out.sort_by_key(|(i, _)| *i);
-    out
-}
-
 async fn plan_shards(
     conns: &[ShardConn],
     database: &str,
@@ -204,7 +182,9 @@ async fn plan_shards(
     // Server facts first: they decide the workspaces, which are then built while the shards'
     // tables are read.
     let mut groups: BTreeMap<ServerFlavor, Vec<usize>> = BTreeMap::new();
-    for (i, flavor) in per_shard(conns, &all, options.concurrency, |c| c.flavor(database)).await {
+    for (i, flavor) in
+        crate::live::each_shard(conns, &all, options.concurrency, |c| c.flavor(database)).await
+    {
         match flavor {
             Ok(flavor) => {
                 shards[i].server_version = Some(flavor.version.clone());
@@ -217,7 +197,7 @@ async fn plan_shards(
         }
     }
     let reachable: Vec<usize> = groups.values().flatten().copied().collect();
-    let reading = per_shard(conns, &reachable, options.concurrency, |c| {
+    let reading = crate::live::each_shard(conns, &reachable, options.concurrency, |c| {
         c.table_texts(database)
     });
     let canonicalizing = futures::future::join_all(groups.iter().map(|(flavor, members)| {
@@ -286,73 +266,71 @@ async fn plan_group(
     desired: &BTreeMap<String, Table>,
     shards: &mut [ShardPlan],
 ) {
-    {
-        // Shards with the same live definitions get the same plan: diff and verify it once.
-        let mut unique: Vec<SharedPlan> = Vec::new();
-        for (i, live) in members {
-            let diff = diff_schemas(&live, desired);
-            let found = unique.iter_mut().find(|p| {
-                p.changes == diff.changes
-                    && p.errors == diff.errors
-                    && touched_equal(&p.live, &live, &p.changes)
-            });
-            match found {
-                Some(plan) => plan.shards.push(i),
-                None => unique.push(SharedPlan {
-                    shards: vec![i],
-                    live,
-                    changes: diff.changes,
-                    errors: diff.errors,
-                }),
-            }
+    // Shards with the same live definitions get the same plan: diff and verify it once.
+    let mut unique: Vec<SharedPlan> = Vec::new();
+    for (i, live) in members {
+        let diff = diff_schemas(&live, desired);
+        let found = unique.iter_mut().find(|p| {
+            p.changes == diff.changes
+                && p.errors == diff.errors
+                && touched_equal(&p.live, &live, &p.changes)
+        });
+        match found {
+            Some(plan) => plan.shards.push(i),
+            None => unique.push(SharedPlan {
+                shards: vec![i],
+                live,
+                changes: diff.changes,
+                errors: diff.errors,
+            }),
         }
-        debug!(version = %flavor.version, distinct_plans = unique.len(), "diffed");
-        let verified: Vec<Result<Vec<DiffError>, LiveError>> = futures::stream::iter(unique.iter())
-            .map(|p| verify(host, flavor, &p.live, desired, &p.changes))
-            .buffered(4)
-            .collect()
-            .await;
-        for (shared, verdict) in unique.into_iter().zip(verified) {
-            let SharedPlan {
-                shards: members,
-                changes,
-                errors: diff_errors,
-                ..
-            } = shared;
-            let mut issues: Vec<PlanIssue> = diff_errors
+    }
+    debug!(version = %flavor.version, distinct_plans = unique.len(), "diffed");
+    let verified: Vec<Result<Vec<DiffError>, LiveError>> = futures::stream::iter(unique.iter())
+        .map(|p| verify(host, flavor, &p.live, desired, &p.changes))
+        .buffered(4)
+        .collect()
+        .await;
+    for (shared, verdict) in unique.into_iter().zip(verified) {
+        let SharedPlan {
+            shards: members,
+            changes,
+            errors: diff_errors,
+            ..
+        } = shared;
+        let mut issues: Vec<PlanIssue> = diff_errors
+            .into_iter()
+            .map(|e| PlanIssue {
+                table: Some(e.table),
+                message: e.message,
+            })
+            .collect();
+        match verdict {
+            Ok(errors) => issues.extend(errors.into_iter().map(|e| PlanIssue {
+                table: Some(e.table),
+                message: e.message,
+            })),
+            Err(e) => issues.push(PlanIssue {
+                table: None,
+                message: format!("cannot verify the plan: {e}"),
+            }),
+        }
+        let unverified = issues.iter().any(|i| i.table.is_none());
+        let kept: Vec<Change> = if unverified {
+            Vec::new()
+        } else {
+            changes
                 .into_iter()
-                .map(|e| PlanIssue {
-                    table: Some(e.table),
-                    message: e.message,
+                .filter(|c| {
+                    !issues
+                        .iter()
+                        .any(|i| i.table.as_deref() == Some(c.table.as_str()))
                 })
-                .collect();
-            match verdict {
-                Ok(errors) => issues.extend(errors.into_iter().map(|e| PlanIssue {
-                    table: Some(e.table),
-                    message: e.message,
-                })),
-                Err(e) => issues.push(PlanIssue {
-                    table: None,
-                    message: format!("cannot verify the plan: {e}"),
-                }),
-            }
-            let unverified = issues.iter().any(|i| i.table.is_none());
-            let kept: Vec<Change> = if unverified {
-                Vec::new()
-            } else {
-                changes
-                    .into_iter()
-                    .filter(|c| {
-                        !issues
-                            .iter()
-                            .any(|i| i.table.as_deref() == Some(c.table.as_str()))
-                    })
-                    .collect()
-            };
-            for i in members {
-                shards[i].changes = kept.clone();
-                shards[i].errors.extend(issues.iter().cloned());
-            }
+                .collect()
+        };
+        for i in members {
+            shards[i].changes = kept.clone();
+            shards[i].errors.extend(issues.iter().cloned());
         }
     }
 }

@@ -9,7 +9,6 @@ pub mod state;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
 use mysql_async::prelude::*;
 use serde::Serialize;
 
@@ -159,16 +158,12 @@ impl Fleet {
         F: Fn(&'a ShardConn) -> Fut,
         Fut: std::future::Future<Output = T> + 'a,
     {
-        let mut out: Vec<(usize, T)> = futures::stream::iter(self.conns.iter().enumerate())
-            .map(|(i, conn)| {
-                let fut = f(conn);
-                async move { (i, fut.await) }
-            })
-            .buffer_unordered(concurrency.max(1))
+        let all: Vec<usize> = (0..self.conns.len()).collect();
+        crate::live::each_shard(&self.conns, &all, concurrency, f)
+            .await
+            .into_iter()
+            .map(|(_, t)| t)
             .collect()
-            .await;
-        out.sort_by_key(|(i, _)| *i);
-        out.into_iter().map(|(_, t)| t).collect()
     }
 
     /// The fleet view of deployment `id` (or of the latest one when `None`).
