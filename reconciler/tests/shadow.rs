@@ -958,3 +958,336 @@ async fn copy_speed_against_native_alter() {
     );
     conn.disconnect().await;
 }
+
+/// Every value of a query as text (NULL as `NULL`), for comparisons.
+async fn texts(conn: &ShardConn, sql: &str) -> Vec<Vec<String>> {
+    rows(conn, sql)
+        .await
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|v| match v {
+                    Value::NULL => "NULL".to_string(),
+                    Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
+                    other => other.as_sql(false),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+async fn auto_increment(conn: &ShardConn, db: &str, table: &str) -> String {
+    texts(
+        conn,
+        &format!(
+            "SELECT AUTO_INCREMENT FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME = '{table}'"
+        ),
+    )
+    .await
+    .concat()
+    .concat()
+}
+
+#[tokio::test]
+async fn zero_ids_and_the_auto_increment_counter_survive_the_copy() {
+    let conn = shard(server(0));
+    let db = database(
+        &conn,
+        "autoinc",
+        "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v INT NOT NULL);
+         SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO');
+         INSERT INTO t VALUES (0, 0);
+         INSERT INTO t (v) SELECT seq FROM seq_1_to_7;
+         DELETE FROM t WHERE id >= 5;",
+    )
+    .await;
+    let spec = spec(&db, "t", &["ALTER TABLE `t` ADD COLUMN `w` int"]);
+    let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    // The shadow counts on from the table's counter, not from its own rows (ids 5 to 7 were
+    // given out and deleted: handing them out again could confuse whoever saw them).
+    assert_eq!(auto_increment(&conn, &db, SHADOW).await, "8");
+    // The trigger writes row 0 again; the copy copies it: both keep its 0.
+    {
+        let mut c = conn.conn().await.expect("conn");
+        c.query_drop("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO')")
+            .await
+            .expect("sql_mode");
+        c.query_drop(format!("UPDATE `{db}`.t SET v = 10 WHERE id = 0"))
+            .await
+            .expect("update");
+    }
+    copy_all(&shadow, &conn, None).await;
+    shadow.checksum(&conn).await.expect("checksum");
+    let ids = texts(
+        &conn,
+        &format!("SELECT id, v FROM `{db}`.`{SHADOW}` ORDER BY id"),
+    )
+    .await;
+    assert_eq!(
+        ids,
+        [["0", "10"], ["1", "1"], ["2", "2"], ["3", "3"], ["4", "4"]]
+    );
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+
+    // A counter the statements set themselves wins.
+    let spec = ShadowSpec {
+        statements: vec!["ALTER TABLE `t` AUTO_INCREMENT = 20".into()],
+        ..spec
+    };
+    Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    assert_eq!(auto_increment(&conn, &db, SHADOW).await, "20");
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+    conn.disconnect().await;
+}
+
+#[tokio::test]
+async fn column_names_match_in_any_case_and_a_column_dropped_and_added_again_is_new() {
+    let conn = shard(server(1));
+    let db = database(
+        &conn,
+        "names",
+        "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, c1 INT NULL, c2 INT NOT NULL DEFAULT 0);
+         INSERT INTO t (c1, c2) SELECT IF(seq % 2, NULL, seq), seq FROM seq_1_to_100;",
+    )
+    .await;
+    // `MODIFY C2` renames `c2` to `C2` (and `id` to `ID`): same columns, their data stays.
+    // `c1` is dropped and a new `c1` added: its old values (NULLs included) are gone, every
+    // row gets the new default, as with a native ALTER.
+    let spec = spec(
+        &db,
+        "t",
+        &[
+            "ALTER TABLE `t` MODIFY ID int NOT NULL, MODIFY C2 bigint NOT NULL DEFAULT 0, \
+           DROP COLUMN c1, ADD COLUMN c1 int NOT NULL DEFAULT 47",
+        ],
+    );
+    let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    exec(
+        &conn,
+        &format!("INSERT INTO `{db}`.t (id, c1, c2) VALUES (101, 5, 500)"),
+    )
+    .await;
+    copy_all(&shadow, &conn, None).await;
+    exec(&conn, &format!("UPDATE `{db}`.t SET c2 = -3 WHERE id = 3")).await;
+    shadow.checksum(&conn).await.expect("checksum");
+    let table = texts(&conn, &format!("SELECT id, c2 FROM `{db}`.t ORDER BY id")).await;
+    let copied = texts(
+        &conn,
+        &format!("SELECT ID, C2 FROM `{db}`.`{SHADOW}` ORDER BY ID"),
+    )
+    .await;
+    assert_eq!(copied.len(), 101);
+    assert_eq!(copied, table);
+    let new_c1 = texts(&conn, &format!("SELECT DISTINCT c1 FROM `{db}`.`{SHADOW}`")).await;
+    assert_eq!(new_c1, [["47"]]);
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+    assert!(artifacts(&conn, &db).await.is_empty());
+    conn.disconnect().await;
+}
+
+#[tokio::test]
+async fn a_key_that_grows_keeps_one_row_per_key() {
+    let conn = shard(server(2));
+    let db = database(
+        &conn,
+        "grown",
+        "CREATE TABLE t (id INT PRIMARY KEY, i INT NOT NULL, v VARCHAR(10));
+         INSERT INTO t SELECT seq, seq, 'x' FROM seq_1_to_3000;",
+    )
+    .await;
+    // The shadow's primary key (id, i) would take a second row with the same id: the
+    // triggers must remove the old one themselves.
+    let spec = spec(
+        &db,
+        "t",
+        &["ALTER TABLE `t` DROP PRIMARY KEY, ADD PRIMARY KEY (`id`, `i`)"],
+    );
+    let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    exec(
+        &conn,
+        &format!("UPDATE `{db}`.t SET i = i + 10000 WHERE id IN (1, 2)"),
+    )
+    .await;
+    copy_all(&shadow, &conn, None).await;
+    for sql in [
+        "UPDATE `{db}`.t SET i = i + 20000 WHERE id IN (1, 2500)",
+        "UPDATE `{db}`.t SET id = 9000 WHERE id = 2999",
+        "DELETE FROM `{db}`.t WHERE id = 3",
+        "INSERT INTO `{db}`.t VALUES (5000, 1, 'new')",
+    ] {
+        exec(&conn, &sql.replace("{db}", &db)).await;
+    }
+    shadow.checksum(&conn).await.expect("checksum");
+    let table = texts(&conn, &format!("SELECT id, i, v FROM `{db}`.t ORDER BY id")).await;
+    let copied = texts(
+        &conn,
+        &format!("SELECT id, i, v FROM `{db}`.`{SHADOW}` ORDER BY id"),
+    )
+    .await;
+    assert_eq!(copied.len(), 3000);
+    assert_eq!(copied, table);
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+    conn.disconnect().await;
+}
+
+#[tokio::test]
+async fn enum_keys_are_ranged_by_their_index_not_their_text() {
+    let conn = shard(server(0));
+    // Index order red < green < blue is not the text order (blue < green < red).
+    let db = database(
+        &conn,
+        "enumkey",
+        "CREATE TABLE t (id INT NOT NULL, e ENUM('red', 'green', 'blue') NOT NULL, v INT, \
+           PRIMARY KEY (id, e));
+         INSERT INTO t SELECT seq DIV 3, ELT(1 + seq % 3, 'red', 'green', 'blue'), seq \
+           FROM seq_0_to_5999;",
+    )
+    .await;
+    let spec = spec(&db, "t", &["ALTER TABLE `t` ADD COLUMN `z` int"]);
+    let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    // Stop after the first chunk (its checkpoint ends inside an id) and resume from there.
+    let mut first: Option<Progress> = None;
+    let stop = tokio::sync::Notify::new();
+    let options = fast();
+    tokio::select! {
+        r = shadow.copy(&conn, None, &options, |p| {
+            if first.is_none() {
+                first = Some(p.clone());
+                stop.notify_one();
+            }
+        }) => { r.expect("copy"); }
+        () = stop.notified() => {}
+    }
+    let checkpoint = first.expect("a chunk").checkpoint.expect("checkpoint");
+    let key: serde_json::Value = serde_json::from_str(&checkpoint).expect("json");
+    assert!(key[1].is_u64() || key[1].is_i64(), "{checkpoint}");
+    exec(&conn, &format!("DELETE FROM `{db}`.t WHERE id = 1500")).await;
+    exec(
+        &conn,
+        &format!("UPDATE `{db}`.t SET e = 'blue', v = -1 WHERE id = 10 AND e = 'red' AND FALSE"),
+    )
+    .await;
+    copy_all(&shadow, &conn, Some(checkpoint)).await;
+    shadow.checksum(&conn).await.expect("checksum");
+    let count = |table: &str| format!("SELECT COUNT(*) FROM `{db}`.`{table}`");
+    assert_eq!(texts(&conn, &count(SHADOW)).await, [["5997"]]);
+    assert_eq!(texts(&conn, &count("t")).await, [["5997"]]);
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+    conn.disconnect().await;
+}
+
+#[tokio::test]
+async fn a_row_the_trigger_wrote_first_is_no_loss_whatever_key_reports_it() {
+    let conn = shard(server(1));
+    let db = database(
+        &conn,
+        "otherpk",
+        "CREATE TABLE t (id INT PRIMARY KEY, i INT NOT NULL, UNIQUE KEY ui (i));
+         INSERT INTO t SELECT seq, seq * 2 FROM seq_1_to_100;",
+    )
+    .await;
+    // The shared key stays `id` (now a UNIQUE key); the shadow's primary key is `i`, which the
+    // server checks first: a row the trigger already wrote collides there.
+    let spec = spec(
+        &db,
+        "t",
+        &[
+            "ALTER TABLE `t` DROP PRIMARY KEY, DROP KEY `ui`, ADD PRIMARY KEY (`i`), \
+           ADD UNIQUE KEY `uid` (`id`)",
+        ],
+    );
+    let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    exec(
+        &conn,
+        &format!("UPDATE `{db}`.t SET i = i + 1 WHERE id = 7"),
+    )
+    .await;
+    copy_all(&shadow, &conn, None).await;
+    shadow.checksum(&conn).await.expect("checksum");
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+    conn.disconnect().await;
+}
+
+#[tokio::test]
+async fn temporal_conversions_happen_in_the_copys_time_zone_whatever_the_writers() {
+    let conn = shard(server(2));
+    let db = database(
+        &conn,
+        "zones",
+        "CREATE TABLE t (id INT PRIMARY KEY, d DATETIME NULL, ts TIMESTAMP NULL, dt DATE NULL);
+         INSERT INTO t VALUES (1, '2020-01-01 10:00:00', '2020-01-01 10:00:00', '2020-01-01');",
+    )
+    .await;
+    let spec = spec(
+        &db,
+        "t",
+        &[
+            "ALTER TABLE `t` MODIFY d TIMESTAMP NULL, MODIFY ts DATETIME NULL, \
+           MODIFY dt TIMESTAMP NULL",
+        ],
+    );
+    let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    {
+        // A writer far from the server's zone: its rows go through the triggers.
+        let mut c = conn.conn().await.expect("conn");
+        for sql in [
+            "SET SESSION time_zone = '+05:00'".to_string(),
+            format!(
+                "INSERT INTO `{db}`.t VALUES \
+                 (2, '2020-06-01 12:00:00', '2020-06-01 12:00:00', '2020-06-01')"
+            ),
+            format!("UPDATE `{db}`.t SET ts = '2020-01-01 11:00:00' WHERE id = 1"),
+        ] {
+            c.query_drop(sql).await.expect("writer");
+        }
+    }
+    copy_all(&shadow, &conn, None).await;
+    shadow.checksum(&conn).await.expect("checksum");
+    // Read in the server's zone (the copy's): every row reads as a native ALTER run there
+    // would have left it.
+    let read =
+        |table: &str| format!("SELECT id, d, ts, DATE(dt) FROM `{db}`.`{table}` ORDER BY id");
+    let table = texts(&conn, &read("t")).await;
+    let copied = texts(&conn, &read(SHADOW)).await;
+    assert_eq!(copied, table);
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+    conn.disconnect().await;
+}
+
+#[tokio::test]
+async fn a_statement_that_renames_the_table_is_refused() {
+    let conn = shard(server(0));
+    let db = database(
+        &conn,
+        "renametable",
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t VALUES (1, 1);",
+    )
+    .await;
+    for statement in [
+        "ALTER TABLE `t` RENAME TO `u`",
+        "ALTER TABLE `t` ADD COLUMN x int, RENAME AS u",
+    ] {
+        let message = refusal(Shadow::prepare(&conn, spec(&db, "t", &[statement])).await);
+        assert!(message.contains("renames the table"), "{message}");
+        assert!(artifacts(&conn, &db).await.is_empty());
+        let tables = texts(
+            &conn,
+            &format!(
+                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}'"
+            ),
+        )
+        .await;
+        assert_eq!(tables, [["t"]]);
+    }
+    // Renaming a column or an index is no table rename.
+    let spec = ShadowSpec {
+        renames: vec![("v".into(), "w".into())],
+        ..spec(&db, "t", &["ALTER TABLE `t` RENAME COLUMN `v` TO `w`"])
+    };
+    let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    copy_all(&shadow, &conn, None).await;
+    shadow.checksum(&conn).await.expect("checksum");
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+    conn.disconnect().await;
+}

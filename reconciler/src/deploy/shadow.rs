@@ -418,7 +418,7 @@ impl Shadow {
             )
             .await
             .map_err(|e| conn.query_error("reading the table's AUTO_INCREMENT", e))?;
-        if let Some(Some(next)) = next.filter(|n| n.is_some_and(|n| n > 1)) {
+        if let Some(Some(next @ 2..)) = next {
             c.query_drop(format!("ALTER TABLE {shadow_name} AUTO_INCREMENT = {next}"))
                 .await
                 .map_err(|e| conn.query_error("setting the shadow's AUTO_INCREMENT", e))?;
@@ -532,6 +532,8 @@ impl Shadow {
             rows_per_sec: 0.0,
         };
         let mut size = FIRST_CHUNK;
+        // Whether a duplicate under another unique key of the shadow was found harmless.
+        let mut duplicates_explained = false;
         loop {
             throttle(&mut c, conn, options.max_threads_running).await?;
             wait_for_replicas(conn, options).await?;
@@ -539,7 +541,9 @@ impl Shadow {
             let sql = self.copy_sql(lo.is_some());
             let mut params = self.range_params(lo.as_deref(), None);
             params.push(Value::UInt(size));
-            let read = self.copy_chunk(&mut c, conn, &sql, params).await?;
+            let read = self
+                .copy_chunk(&mut c, conn, &sql, params, &mut duplicates_explained)
+                .await?;
             if read > 0 {
                 lo = Some(self.last_copied(&mut c, conn).await?);
             }
@@ -930,6 +934,7 @@ impl Shadow {
         conn: &ShardConn,
         sql: &str,
         params: Vec<Value>,
+        duplicates_explained: &mut bool,
     ) -> Result<u64, ShadowError> {
         let mut attempt = 1;
         loop {
@@ -961,19 +966,31 @@ impl Shadow {
                 )
             })?;
         if c.get_warnings() > 0 {
-            self.check_warnings(c, conn).await?;
+            self.check_warnings(c, conn, duplicates_explained).await?;
         }
         Ok(read)
     }
 
     /// INSERT IGNORE turns every error into a warning: a duplicate under the shared key only
     /// means a trigger put the row there first, anything else means data was lost or changed.
-    async fn check_warnings(&self, c: &mut Conn, conn: &ShardConn) -> Result<(), ShadowError> {
+    ///
+    /// A row a trigger put there first collides under every unique key of the shadow, and the
+    /// server names the first one it checks (the primary key, which need not be the shared
+    /// key). So a duplicate under another key is harmless unless the table holds rows that
+    /// key cannot take: the data checks say which, once per copy (the checksum compares every
+    /// row in the end anyway).
+    async fn check_warnings(
+        &self,
+        c: &mut Conn,
+        conn: &ShardConn,
+        duplicates_explained: &mut bool,
+    ) -> Result<(), ShadowError> {
         let warnings: Vec<Row> = c
             .query("SHOW WARNINGS")
             .await
             .map_err(|e| conn.query_error("reading the copy's warnings", e))?;
         let benign = format!("for key '{}'", self.layout.key.shadow_index);
+        let mut other_key = None;
         for row in warnings {
             let level: String = cell(&row, 0).unwrap_or_default();
             let code: u16 = cell(&row, 1).unwrap_or_default();
@@ -984,18 +1001,27 @@ impl Shadow {
             if harmless {
                 continue;
             }
-            let warning = if code == ER_DUP_ENTRY {
-                format!("{message}: a new UNIQUE key rejects rows that duplicate others")
-            } else {
-                message
-            };
-            return Err(ShadowError::Lossy {
-                table: self.spec.table_name(),
-                shadow: self.spec.shadow.clone(),
-                warning,
-            });
+            if code == ER_DUP_ENTRY {
+                other_key.get_or_insert(message);
+                continue;
+            }
+            return Err(self.lossy(message));
+        }
+        if let Some(message) = other_key.filter(|_| !*duplicates_explained) {
+            if let Some(reason) = self.first_failed_check(c, conn).await? {
+                return Err(self.lossy(format!("{message}: {reason}")));
+            }
+            *duplicates_explained = true;
         }
         Ok(())
+    }
+
+    fn lossy(&self, warning: String) -> ShadowError {
+        ShadowError::Lossy {
+            table: self.spec.table_name(),
+            shadow: self.spec.shadow.clone(),
+            warning,
+        }
     }
 
     async fn estimate_rows(&self, c: &mut Conn, conn: &ShardConn) -> Result<u64, ShadowError> {
@@ -2317,6 +2343,31 @@ mod tests {
         assert!(rewrite_alter("ALTER TABLE `tt` ADD x int", "t", "S").is_none());
         assert!(rewrite_alter("ALTER TABLE tt ADD x int", "t", "S").is_none());
         assert!(rewrite_alter("DROP TABLE t", "t", "S").is_none());
+    }
+
+    #[test]
+    fn dropped_columns_and_table_renames_are_read_from_statements() {
+        let statements = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            dropped_columns(&statements(&[
+                "ALTER TABLE `t` DROP COLUMN c1, ADD COLUMN c1 int DEFAULT 47, drop `c``2`, \
+                 DROP PRIMARY KEY, DROP KEY k, DROP INDEX i, DROP FOREIGN KEY f, \
+                 DROP CONSTRAINT c, DROP CHECK ck, ALTER COLUMN x DROP DEFAULT",
+                "ALTER TABLE `t` DROP IF EXISTS c3, DROP COLUMN IF EXISTS `c4`",
+                "ALTER TABLE `t` ADD COLUMN d int COMMENT 'drop me'",
+            ])),
+            ["c1", "c`2", "c3", "c4"]
+        );
+        assert!(renames_table("ALTER TABLE `t` RENAME TO u"));
+        assert!(renames_table("ALTER TABLE `t` ADD x int, rename as u"));
+        assert!(renames_table("ALTER TABLE `t` RENAME u"));
+        assert!(!renames_table("ALTER TABLE `t` RENAME COLUMN a TO b"));
+        assert!(!renames_table(
+            "ALTER TABLE `t` RENAME INDEX a TO b, RENAME KEY c TO d"
+        ));
+        assert!(!renames_table(
+            "ALTER TABLE `t` ADD `rename` int COMMENT 'rename to x'"
+        ));
     }
 
     #[test]
