@@ -281,12 +281,7 @@ fn manual_seal_resume_and_cancel() {
     assert_eq!(artifacts, Some(0));
 
     // A new deployment, sealed by the seal command.
-    let staged = schemagate(&[
-        "apply", "--repo", &repo_arg, "--yes", "--seal", "manual", "--format", "json",
-    ]);
-    assert_eq!(code(&staged), 0, "{}", stderr(&staged));
-    let staged: serde_json::Value = serde_json::from_str(&stdout(&staged)).unwrap();
-    let id = staged["deployments"][0]["id"].as_str().unwrap().to_string();
+    let id = stage(&repo_arg);
     let sealed = schemagate(&["seal", &id, "--repo", &repo_arg, "--format", "json"]);
     assert_eq!(code(&sealed), 0, "{}{}", stdout(&sealed), stderr(&sealed));
     let status = schemagate(&["status", &id, "--repo", &repo_arg]);
@@ -418,12 +413,7 @@ fn a_long_transaction_holds_the_seal_back_without_stalling_writers() {
         &[("app/items.sql", DESIRED)],
     );
     let repo_arg = dir.path().to_str().unwrap().to_string();
-    let staged = schemagate(&[
-        "apply", "--repo", &repo_arg, "--yes", "--seal", "manual", "--format", "json",
-    ]);
-    assert_eq!(code(&staged), 0, "{}", stderr(&staged));
-    let staged: serde_json::Value = serde_json::from_str(&stdout(&staged)).unwrap();
-    let id = staged["deployments"][0]["id"].as_str().unwrap().to_string();
+    let id = stage(&repo_arg);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -497,12 +487,7 @@ fn a_table_changed_underneath_fails_the_seal_instead_of_sealing() {
         &[("app/items.sql", DESIRED)],
     );
     let repo_arg = dir.path().to_str().unwrap().to_string();
-    let staged = schemagate(&[
-        "apply", "--repo", &repo_arg, "--yes", "--seal", "manual", "--format", "json",
-    ]);
-    assert_eq!(code(&staged), 0, "{}", stderr(&staged));
-    let staged: serde_json::Value = serde_json::from_str(&stdout(&staged)).unwrap();
-    let id = staged["deployments"][0]["id"].as_str().unwrap().to_string();
+    let id = stage(&repo_arg);
 
     // Someone alters the table by hand on shard b while the deployment waits at the gate.
     sql(b, Some(&db), "ALTER TABLE items ADD KEY note (note)");

@@ -14,15 +14,6 @@ const SEED: &str = "CREATE TABLE big (id int NOT NULL PRIMARY KEY, a int NOT NUL
 INSERT INTO big SELECT seq, seq % 97, REPEAT('x', 100) FROM seq_1_to_300000;";
 const DESIRED: &str = "create table big (id int not null primary key, a bigint not null, pad varchar(100) not null, b int);";
 
-fn query_u64(dsn: &str, sql: &str) -> Option<u64> {
-    runtime().block_on(async {
-        let mut conn = mysql_async::Conn::new(mysql_async::Opts::from_url(dsn).ok()?)
-            .await
-            .ok()?;
-        conn.query_first(sql).await.ok().flatten()
-    })
-}
-
 #[test]
 fn a_shard_dying_during_staging_keeps_the_gate_closed_until_it_returns() {
     let mut sandbox = Sandbox::start(2).expect("servers");
@@ -46,7 +37,7 @@ fn a_shard_dying_during_staging_keeps_the_gate_closed_until_it_returns() {
     // Kill shard b once its copy has started.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let copied = query_u64(
+        let copied = scalar::<u64>(
             &b_dsn,
             "SELECT COALESCE(MAX(rows_copied), 0) FROM _schemagate.cells WHERE state = 'staging'",
         );
@@ -75,14 +66,14 @@ fn a_shard_dying_during_staging_keeps_the_gate_closed_until_it_returns() {
 
     // The gate stayed closed: shard a is ready but not sealed, its table untouched.
     assert_eq!(
-        query_u64(
+        scalar::<u64>(
             &a_dsn,
             "SELECT COUNT(*) FROM _schemagate.cells WHERE state = 'ready'"
         ),
         Some(1)
     );
     assert_eq!(
-        query_u64(&a_dsn, &format!("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME = 'big' AND COLUMN_NAME = 'b'")),
+        scalar::<u64>(&a_dsn, &format!("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME = 'big' AND COLUMN_NAME = 'b'")),
         Some(0)
     );
 
@@ -100,7 +91,7 @@ fn a_shard_dying_during_staging_keeps_the_gate_closed_until_it_returns() {
     assert_eq!(code(&cancel), 2);
     assert!(stderr(&cancel).contains("shard b"), "{}", stderr(&cancel));
     assert_eq!(
-        query_u64(&a_dsn, &format!("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME LIKE '\\_sg%'")),
+        scalar::<u64>(&a_dsn, &format!("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME LIKE '\\_sg%'")),
         Some(0)
     );
 
@@ -112,7 +103,7 @@ fn a_shard_dying_during_staging_keeps_the_gate_closed_until_it_returns() {
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     for dsn in [&a_dsn, &b_dsn] {
         assert_eq!(
-            query_u64(dsn, &format!("SELECT COUNT(*) FROM `{db}`.big")),
+            scalar::<u64>(dsn, &format!("SELECT COUNT(*) FROM `{db}`.big")),
             Some(300_000)
         );
     }
@@ -140,7 +131,7 @@ fn apply_resumes_after_a_shard_returns() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while query_u64(
+    while scalar::<u64>(
         &b_dsn,
         "SELECT COALESCE(MAX(rows_copied), 0) FROM _schemagate.cells WHERE state = 'staging'",
     )
@@ -175,7 +166,7 @@ fn apply_resumes_after_a_shard_returns() {
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     for dsn in [&a_dsn, &b_dsn] {
         assert_eq!(
-            query_u64(dsn, &format!("SELECT COUNT(*) FROM `{db}`.big")),
+            scalar::<u64>(dsn, &format!("SELECT COUNT(*) FROM `{db}`.big")),
             Some(300_000)
         );
     }
@@ -222,17 +213,17 @@ fn a_controller_killed_anywhere_is_finished_by_the_next_run() {
         for server in [a, b] {
             let dsn = server.dsn();
             assert_eq!(
-                query_u64(&dsn, &format!("SELECT COUNT(*) FROM `{db}`.big")),
+                scalar::<u64>(&dsn, &format!("SELECT COUNT(*) FROM `{db}`.big")),
                 Some(300_000),
                 "{point}"
             );
             assert_eq!(
-                query_u64(&dsn, &format!("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{db}'")),
+                scalar::<u64>(&dsn, &format!("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{db}'")),
                 Some(0),
                 "{point}: no trigger left"
             );
             assert_eq!(
-                query_u64(&dsn, &format!("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME LIKE '\\_sg%' AND TABLE_NAME NOT LIKE '\\_sg%\\_old\\_%'")),
+                scalar::<u64>(&dsn, &format!("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME LIKE '\\_sg%' AND TABLE_NAME NOT LIKE '\\_sg%\\_old\\_%'")),
                 Some(0),
                 "{point}: only the retention table is left"
             );

@@ -6,18 +6,8 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mysql_async::prelude::*;
 use reconciler::sandbox::Sandbox;
 use support::*;
-
-fn query<T: FromValue + Send + 'static>(dsn: &str, sql: &str) -> Option<T> {
-    runtime().block_on(async {
-        let mut conn = mysql_async::Conn::new(mysql_async::Opts::from_url(dsn).ok()?)
-            .await
-            .ok()?;
-        conn.query_first(sql).await.ok().flatten()
-    })
-}
 
 #[test]
 fn the_copy_waits_while_a_replica_is_not_replicating() {
@@ -47,7 +37,7 @@ fn the_copy_waits_while_a_replica_is_not_replicating() {
          INSERT INTO t SELECT seq, seq FROM seq_1_to_20000;",
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while query::<u64>(&replica.dsn(), &format!("SELECT COUNT(*) FROM `{db}`.t")) != Some(20_000) {
+    while scalar::<u64>(&replica.dsn(), &format!("SELECT COUNT(*) FROM `{db}`.t")) != Some(20_000) {
         assert!(Instant::now() < deadline, "the replica never caught up");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -76,7 +66,7 @@ fn the_copy_waits_while_a_replica_is_not_replicating() {
         apply.try_wait().unwrap().is_none(),
         "apply waits for the replica"
     );
-    let copied = query::<u64>(
+    let copied = scalar::<u64>(
         &primary.dsn(),
         "SELECT COALESCE(MAX(rows_copied), 0) FROM _schemagate.cells",
     );
@@ -95,7 +85,7 @@ fn the_copy_waits_while_a_replica_is_not_replicating() {
         String::from_utf8_lossy(&out.stderr)
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while query::<String>(&replica.dsn(), &format!("SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME = 't' AND COLUMN_NAME = 'a'")).as_deref() != Some("bigint") {
+    while scalar::<String>(&replica.dsn(), &format!("SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME = 't' AND COLUMN_NAME = 'a'")).as_deref() != Some("bigint") {
         assert!(Instant::now() < deadline, "the change never reached the replica");
         std::thread::sleep(Duration::from_millis(50));
     }

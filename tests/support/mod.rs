@@ -60,6 +60,34 @@ pub fn show_tables(server: &Server, database: &str) -> Vec<(String, String)> {
     })
 }
 
+/// The first column of the first row of `query` on `dsn`, `None` when there is none (or the
+/// server cannot be reached: fault tests ask dead servers too).
+pub fn scalar<T: mysql_async::prelude::FromValue + Send + 'static>(
+    dsn: &str,
+    query: &str,
+) -> Option<T> {
+    use mysql_async::prelude::Queryable;
+    runtime().block_on(async {
+        let opts = mysql_async::Opts::from_url(dsn).ok()?;
+        let mut conn = mysql_async::Conn::new(opts).await.ok()?;
+        conn.query_first(query).await.ok().flatten()
+    })
+}
+
+/// `apply --seal manual` until every shard is ready; the deployment id.
+pub fn stage(repo: &str) -> String {
+    let out = schemagate(&[
+        "apply", "--repo", repo, "--yes", "--seal", "manual", "--format", "json",
+    ]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let result: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON on stdout");
+    assert_eq!(result["deployments"][0]["state"], "ready");
+    result["deployments"][0]["id"]
+        .as_str()
+        .expect("an id")
+        .to_string()
+}
+
 /// A desired-state repository: `schemagate.yaml` plus `schemas/<keyspace>/<file>` files.
 pub fn repo(config: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
