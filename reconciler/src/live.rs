@@ -252,12 +252,22 @@ impl ShardConn {
             .map(Duration::from_secs))
     }
 
-    /// Runs a multi-statement SQL script (the text protocol allows several statements).
-    pub async fn run_script(&self, script: &str) -> Result<(), LiveError> {
+    /// Runs one statement (or several: the text protocol allows it); `context` says what it
+    /// was for if it fails.
+    pub async fn execute(
+        &self,
+        context: impl Into<String>,
+        sql: impl AsRef<str>,
+    ) -> Result<(), LiveError> {
         let mut conn = self.conn().await?;
-        conn.query_drop(script)
+        conn.query_drop(sql.as_ref())
             .await
-            .map_err(|e| self.query_error("running a SQL script", e))
+            .map_err(|e| self.query_error(context, e))
+    }
+
+    /// Runs a multi-statement SQL script.
+    pub async fn run_script(&self, script: &str) -> Result<(), LiveError> {
+        self.execute("running a SQL script", script).await
     }
 
     pub async fn disconnect(self) {

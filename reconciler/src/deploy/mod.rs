@@ -352,14 +352,11 @@ pub async fn expire_retention(
                 if current_definition(conn, database, &table).await?.is_none() {
                     continue;
                 }
-                let mut c = conn.conn().await?;
-                c.query_drop(format!(
-                    "DROP TABLE IF EXISTS {}.{}",
-                    quote(database),
-                    quote(&table)
-                ))
-                .await
-                .map_err(|e| conn.query_error(format!("dropping retention table `{table}`"), e))?;
+                conn.execute(
+                    format!("dropping retention table `{table}`"),
+                    format!("DROP TABLE IF EXISTS {}.{}", quote(database), quote(&table)),
+                )
+                .await?;
                 dropped.push(format!("{}: {table}", conn.shard));
             }
         }
@@ -736,14 +733,15 @@ async fn create_staged(
             ),
         });
     };
-    let mut c = conn.conn().await?;
-    c.query_drop(format!(
-        "CREATE TABLE IF NOT EXISTS {}.{} {sql}",
-        quote(database),
-        quote(&staged)
-    ))
-    .await
-    .map_err(|e| conn.query_error(format!("creating staged table `{staged}`"), e))?;
+    conn.execute(
+        format!("creating staged table `{staged}`"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {}.{} {sql}",
+            quote(database),
+            quote(&staged)
+        ),
+    )
+    .await?;
     Ok(())
 }
 
@@ -859,15 +857,12 @@ pub async fn cancel(fleet: &Fleet, id: &str) -> Result<Vec<(String, String)>, De
                             table: cell.table.clone(),
                             source,
                         })?;
-                    let mut c = conn.conn().await?;
                     let clone = naming::artifact(id, "tst", &cell.table);
-                    c.query_drop(format!(
-                        "DROP TABLE IF EXISTS {}.{}",
-                        quote(database),
-                        quote(&clone)
-                    ))
-                    .await
-                    .map_err(|e| conn.query_error("dropping a probe table", e))?;
+                    conn.execute(
+                        "dropping a probe table",
+                        format!("DROP TABLE IF EXISTS {}.{}", quote(database), quote(&clone)),
+                    )
+                    .await?;
                 }
                 seal::drop_sentinels(conn, database, id).await?;
                 state::move_cells(

@@ -51,15 +51,16 @@ fn flag(id: &str) -> String {
 
 /// Drops the flag and sentinel tables (cancel, and after a completed seal).
 pub async fn drop_sentinels(conn: &ShardConn, database: &str, id: &str) -> Result<(), LiveError> {
-    let mut c = conn.conn().await?;
-    c.query_drop(format!(
-        "DROP TABLE IF EXISTS {db}.{}, {db}.{}",
-        quote(&sentinel(id)),
-        quote(&flag(id)),
-        db = quote(database)
-    ))
+    conn.execute(
+        "dropping seal sentinels",
+        format!(
+            "DROP TABLE IF EXISTS {db}.{}, {db}.{}",
+            quote(&sentinel(id)),
+            quote(&flag(id)),
+            db = quote(database)
+        ),
+    )
     .await
-    .map_err(|e| conn.query_error("dropping seal sentinels", e))
 }
 
 /// What one shard does at the flip.
@@ -210,13 +211,15 @@ pub async fn seal(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), 
             .map(|(conn, record)| plan_flip(conn, database, id, &record.cells))
             .collect();
         for flip in &flips {
-            let mut c = flip.conn.conn().await?;
-            c.query_drop(format!(
-                "CREATE TABLE IF NOT EXISTS {} (id int)",
-                flip.qualified(&flag(id))
-            ))
-            .await
-            .map_err(|e| flip.conn.query_error("creating the seal flag", e))?;
+            flip.conn
+                .execute(
+                    "creating the seal flag",
+                    format!(
+                        "CREATE TABLE IF NOT EXISTS {} (id int)",
+                        flip.qualified(&flag(id))
+                    ),
+                )
+                .await?;
         }
         let mut attempt = 0;
         let times = loop {
@@ -632,15 +635,11 @@ async fn finish(fleet: &Fleet, id: &str) -> Result<(), DeployError> {
                     })?;
             }
             if matches!(cell.strategy, Strategy::Shadow | Strategy::Create) {
-                let mut c = conn.conn().await?;
-                let _: Vec<mysql_async::Row> = c
-                    .query(format!(
-                        "ANALYZE TABLE {}.{}",
-                        quote(database),
-                        quote(&cell.table)
-                    ))
-                    .await
-                    .map_err(|e| conn.query_error("analyzing the new table", e))?;
+                conn.execute(
+                    "analyzing the new table",
+                    format!("ANALYZE TABLE {}.{}", quote(database), quote(&cell.table)),
+                )
+                .await?;
             }
             state::update_cell(
                 conn,
