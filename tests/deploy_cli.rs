@@ -366,7 +366,13 @@ fn the_auto_increment_counter_survives_the_swap() {
         &config("app", &db, &[("0", a.dsn())]),
         &[("app/c.sql", desired)],
     );
-    let out = schemagate(&["apply", "--repo", dir.path().to_str().unwrap(), "--yes"]);
+    let out = schemagate(&[
+        "apply",
+        "--repo",
+        dir.path().to_str().unwrap(),
+        "--yes",
+        "--warm-indexes",
+    ]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     sql(a, Some(&db), "INSERT INTO c (v) VALUES (0)");
     let next = runtime().block_on(async {

@@ -52,6 +52,9 @@ pub struct SealArgs {
     /// Lock rounds before the seal gives up (nothing is flipped; cells stay ready).
     #[arg(long, default_value_t = 10)]
     pub seal_attempts: u32,
+    /// After the seal, read every index of each new table once (warms the buffer pool).
+    #[arg(long)]
+    pub warm_indexes: bool,
 }
 
 impl SealArgs {
@@ -59,6 +62,7 @@ impl SealArgs {
         deploy::seal::SealOptions {
             lock_budget: std::time::Duration::from_millis(self.lock_budget_ms),
             attempts: self.seal_attempts.max(1),
+            warm_indexes: self.warm_indexes,
             ..Default::default()
         }
     }

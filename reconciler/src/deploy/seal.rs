@@ -12,6 +12,7 @@ use super::shadow::Shadow;
 use super::state::{self, Cell, CellState, CellUpdate, Decision, ShardDeployment, Strategy};
 use super::{current_definition, retarget, shadow_spec, DeployError, Fleet};
 use crate::live::{quote, LiveError, ShardConn};
+use crate::schema::IndexKind;
 
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 
@@ -25,6 +26,9 @@ pub struct SealOptions {
     /// Lock rounds before the seal gives up (cells stay ready; seal can be retried).
     pub attempts: u32,
     pub backoff: Duration,
+    /// After the seal, read every index of each new table once, so the first queries after
+    /// the cut-over do not pay for cold pages.
+    pub warm_indexes: bool,
 }
 
 impl Default for SealOptions {
@@ -33,6 +37,7 @@ impl Default for SealOptions {
             lock_budget: Duration::from_millis(100),
             swap_back_timeout: Duration::from_secs(1),
             attempts: 10,
+            warm_indexes: false,
             backoff: Duration::from_millis(200),
         }
     }
@@ -249,7 +254,7 @@ pub async fn seal(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), 
         crate::failpoint("seal:after-flip");
         record_times(&flips, keyspace, id, &times).await?;
     }
-    finish(fleet, id).await
+    finish(fleet, id, options).await
 }
 
 /// Every cell ready, and every table still as the plan found it.
@@ -607,8 +612,36 @@ async fn record_times(
     Ok(())
 }
 
+/// Reads each index of `table` end to end (an index-only count), loading its pages.
+async fn warm_indexes(conn: &ShardConn, database: &str, table: &str) -> Result<(), LiveError> {
+    let Some(sql) = current_definition(conn, database, table).await? else {
+        return Ok(());
+    };
+    let Ok(definition) = crate::schema::Table::parse_canonical(&sql) else {
+        return Ok(());
+    };
+    for index in definition.indexes.iter().filter(|i| {
+        matches!(
+            i.kind,
+            IndexKind::Primary | IndexKind::Unique | IndexKind::Plain
+        )
+    }) {
+        conn.execute(
+            format!("warming index `{}` of `{table}`", index.name),
+            format!(
+                "SELECT COUNT(*) FROM {}.{} FORCE INDEX ({})",
+                quote(database),
+                quote(table),
+                quote(&index.name)
+            ),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// After the flip: capture triggers dropped, new tables analyzed, cells sealed, sentinels gone.
-async fn finish(fleet: &Fleet, id: &str) -> Result<(), DeployError> {
+async fn finish(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), DeployError> {
     let keyspace = fleet.keyspace.name.as_str();
     let database = fleet.keyspace.database.as_str();
     let Some(deployment) = fleet.deployment(Some(id)).await? else {
@@ -640,6 +673,9 @@ async fn finish(fleet: &Fleet, id: &str) -> Result<(), DeployError> {
                     format!("ANALYZE TABLE {}.{}", quote(database), quote(&cell.table)),
                 )
                 .await?;
+                if options.warm_indexes {
+                    warm_indexes(conn, database, &cell.table).await?;
+                }
             }
             state::update_cell(
                 conn,
