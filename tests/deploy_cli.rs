@@ -507,3 +507,43 @@ fn a_table_changed_underneath_fails_the_seal_instead_of_sealing() {
     );
     assert_eq!(show_tables(a, &db), before_a, "no shard was sealed");
 }
+
+#[test]
+fn the_same_change_wanted_again_is_a_new_deployment() {
+    let [a, ..] = servers() else {
+        panic!("a server")
+    };
+    let db = database(&[a], "again", &seed(500));
+    let with = "create table items (id bigint not null primary key, val int not null, note varchar(40) not null default '', tag varchar(16), key (tag));";
+    let without = "create table items (id bigint not null primary key, val int not null, note varchar(40) not null default '');";
+    let dir = repo(
+        &config("app", &db, &[("0", a.dsn())]),
+        &[("app/items.sql", with)],
+    );
+    let repo_arg = dir.path().to_str().unwrap().to_string();
+    let apply = || {
+        let out = schemagate(&[
+            "apply",
+            "--repo",
+            &repo_arg,
+            "--yes",
+            "--allow-unsafe",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+        let result: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        result["deployments"][0]["id"].as_str().unwrap().to_string()
+    };
+    let first = apply();
+    std::fs::write(dir.path().join("schemas/app/items.sql"), without).unwrap();
+    apply();
+    std::fs::write(dir.path().join("schemas/app/items.sql"), with).unwrap();
+    let third = apply();
+    assert_ne!(first, third, "a new deployment, not the sealed first one");
+    assert_eq!(
+        code(&schemagate(&["plan", "--repo", &repo_arg])),
+        0,
+        "the change is in place again"
+    );
+}

@@ -40,6 +40,10 @@ pub struct Args {
     pub concurrency: usize,
     #[command(flatten)]
     pub seal_args: super::status::SealArgs,
+    /// Target duration of each copy chunk: application writes to rows being copied wait at most
+    /// about this long.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub chunk_time: std::time::Duration,
     /// How long the previous version of a replaced table is kept after the seal (revert window).
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     pub keep_old: std::time::Duration,
@@ -68,8 +72,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency,
         seal_options: args.seal_args.options(),
         keep_old: args.keep_old,
+        copy: deploy::shadow::CopyOptions {
+            target_chunk_time: args.chunk_time,
+            ..Default::default()
+        },
         keep_dropped: args.keep_dropped,
-        ..ApplyOptions::default()
     };
     let mut results = Vec::new();
     for keyspace in keyspaces {

@@ -282,8 +282,10 @@ pub fn renames_in(statement: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The deployment id of a keyspace plan at a revision.
-pub fn deployment_id(plan: &KeyspacePlan, revision: Option<&str>) -> String {
+/// The deployment id of a keyspace plan at a revision. `generation` tells apart deployments of
+/// the same target: a change sealed, reverted by hand and wanted again is a new deployment (its
+/// retention tables would otherwise take the new one's names).
+pub fn deployment_id(plan: &KeyspacePlan, revision: Option<&str>, generation: u32) -> String {
     let shards: BTreeMap<&str, Vec<&str>> = plan
         .shards
         .iter()
@@ -294,7 +296,10 @@ pub fn deployment_id(plan: &KeyspacePlan, revision: Option<&str>) -> String {
             )
         })
         .collect();
-    let text = serde_json::to_string(&shards).unwrap_or_default();
+    let mut text = serde_json::to_string(&shards).unwrap_or_default();
+    if generation > 0 {
+        text.push_str(&format!("#{generation}"));
+    }
     naming::deployment_id(
         &format!("{}/{}", plan.keyspace, plan.database),
         revision,
@@ -377,7 +382,15 @@ pub async fn apply(
     for result in fleet.each(options.concurrency, state::ensure_schema).await {
         result?;
     }
-    let id = deployment_id(plan, revision);
+    // The same target as a sealed deployment is a new deployment: skip sealed generations.
+    let mut generation = 0;
+    let id = loop {
+        let id = deployment_id(plan, revision, generation);
+        match fleet.deployment(Some(&id)).await? {
+            Some(d) if d.state == CellState::Sealed => generation += 1,
+            _ => break id,
+        }
+    };
     if let Some(current) = fleet.deployment(None).await? {
         if current.id != id && !current.state.is_terminal() {
             return Err(DeployError::Active {

@@ -473,6 +473,10 @@ async fn hold(flip: &Flip<'_>, id: &str, options: &SealOptions) -> Result<Held, 
             Err(e) => return Err(e.to_string()),
         }
     }
+    // Held now: DDL under the lock may wait briefly (InnoDB's own threads touch tables too).
+    lock.query_drop("SET SESSION lock_wait_timeout = 1")
+        .await
+        .map_err(err)?;
     // With writes blocked the counters are final: a shadow made by CREATE TABLE … LIKE starts
     // at 1 and would hand out the ids of deleted tail rows again.
     if let Err(e) = carry_auto_increment(&mut lock, flip).await {
@@ -519,20 +523,25 @@ async fn hold(flip: &Flip<'_>, id: &str, options: &SealOptions) -> Result<Held, 
 
 async fn carry_auto_increment(lock: &mut Conn, flip: &Flip<'_>) -> Result<(), String> {
     for (original, shadow) in &flip.counters {
-        let next: Option<Option<u64>> = lock
+        // Rows the triggers wrote already moved the shadow's counter past every live id; only
+        // ids of deleted tail rows can leave it behind.
+        let counters: Option<(Option<u64>, Option<u64>)> = lock
             .exec_first(
-                "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (&flip.database, original),
+                "SELECT MAX(IF(TABLE_NAME = ?, AUTO_INCREMENT, NULL)), MAX(IF(TABLE_NAME = ?, AUTO_INCREMENT, NULL)) \
+                 FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?, ?)",
+                (original, shadow, &flip.database, original, shadow),
             )
             .await
             .map_err(|e| e.to_string())?;
-        if let Some(Some(next)) = next {
-            lock.query_drop(format!(
-                "ALTER TABLE {} AUTO_INCREMENT = {next}",
-                flip.qualified(shadow)
-            ))
-            .await
-            .map_err(|e| e.to_string())?;
+        if let Some((Some(next), behind)) = counters {
+            if behind.is_none_or(|s| s < next) {
+                lock.query_drop(format!(
+                    "ALTER TABLE {} AUTO_INCREMENT = {next}",
+                    flip.qualified(shadow)
+                ))
+                .await
+                .map_err(|e| e.to_string())?;
+            }
         }
     }
     Ok(())

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Benchmark: the seal of 20 deployments in a row on 8 sandbox shards under a steady write load
+# (one writer per shard, autocommit INSERTs/UPDATEs on the table being changed, the latency of
+# every write recorded): seal skew p50/p99 and the longest write stall. Each deployment runs
+# the real binary, `schemagate apply --seal auto`. See docs/benchmarks.md.
+#
+# Usage: bench/seal.sh
+# Knobs (environment), passed to reconciler/examples/bench_seal.rs:
+#   SHARDS=8 DEPLOYMENTS=20 ROWS=20000 (per shard) RATE=300 (writes/s per shard)
+#   BASELINE_SECS=5 (write latency before any deployment)  PAUSE_MS=1000 (between deployments)
+#   APPLY_ARGS="..." (extra apply arguments, e.g. --lock-budget-ms 50)
+#   TRACE=1 TRACE_MS=5 (poll each shard's processlist to explain the longest writes; adds load)
+#   RESULTS=FILE (every deployment, the latency summaries and apply's log lines as JSON)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 2; }
+
+find_prog() { # name: PATH first, then the sbin dirs a non-root PATH lacks
+    command -v "$1" 2>/dev/null && return
+    local d
+    for d in /usr/sbin /usr/local/sbin /usr/local/mysql/bin; do
+        [[ -x $d/$1 ]] && { echo "$d/$1"; return; }
+    done
+    return 1
+}
+if ! find_prog mariadbd >/dev/null; then
+    [[ $(id -u) == 0 ]] || die "mariadbd is missing; run as root or: sudo apt-get install -y mariadb-server"
+    log "installing mariadb-server (Debian package)"
+    apt-get install -y mariadb-server >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y mariadb-server >/dev/null; }
+fi
+
+# The tree as it is built (others may be editing it): named in the results.
+SG_COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+    SG_COMMIT="$SG_COMMIT+uncommitted"
+fi
+export SG_COMMIT
+log "building schemagate and the benchmark (cargo build --release --bin schemagate -p reconciler --example bench_seal)"
+for attempt in 1 2 3 4 5; do
+    if (cd "$ROOT" && cargo build --release --quiet --bin schemagate && cargo build --release --quiet -p reconciler --example bench_seal); then
+        break
+    fi
+    [[ $attempt == 5 ]] && die "cargo build --release failed 5 times"
+    log "build failed (the tree may be mid-change); retrying in 60s"
+    sleep 60
+done
+
+log "tree: $SG_COMMIT; load average before the run: $LOAD_START (on $(nproc) CPUs)"
+SCHEMAGATE=$ROOT/target/release/schemagate exec "$ROOT/target/release/examples/bench_seal"
