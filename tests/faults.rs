@@ -14,6 +14,32 @@ const SEED: &str = "CREATE TABLE big (id int NOT NULL PRIMARY KEY, a int NOT NUL
 INSERT INTO big SELECT seq, seq % 97, REPEAT('x', 100) FROM seq_1_to_300000;";
 const DESIRED: &str = "create table big (id int not null primary key, a bigint not null, pad varchar(100) not null, b int);";
 
+/// Starts `apply` in the background and returns once shard `b`'s copy has copied rows.
+fn apply_until_copying(repo: &str, b_dsn: &str, extra: &[&str]) -> std::process::Child {
+    let apply = Command::new(env!("CARGO_BIN_EXE_schemagate"))
+        .args(["apply", "--repo", repo, "--yes"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while scalar::<u64>(
+        b_dsn,
+        "SELECT COALESCE(MAX(rows_copied), 0) FROM _schemagate.cells WHERE state = 'staging'",
+    )
+    .unwrap_or(0)
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the copy never started on shard b"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    apply
+}
+
 #[test]
 fn a_shard_dying_during_staging_keeps_the_gate_closed_until_it_returns() {
     let mut sandbox = Sandbox::start(2).expect("servers");
@@ -28,28 +54,7 @@ fn a_shard_dying_during_staging_keeps_the_gate_closed_until_it_returns() {
     );
     let repo_arg = dir.path().to_str().unwrap().to_string();
 
-    let apply = Command::new(env!("CARGO_BIN_EXE_schemagate"))
-        .args(["apply", "--repo", &repo_arg, "--yes"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Kill shard b once its copy has started.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let copied = scalar::<u64>(
-            &b_dsn,
-            "SELECT COALESCE(MAX(rows_copied), 0) FROM _schemagate.cells WHERE state = 'staging'",
-        );
-        if copied.unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the copy never started on shard b"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let apply = apply_until_copying(&repo_arg, &b_dsn, &[]);
     sandbox.servers_mut()[1].kill().unwrap();
     let out = apply.wait_with_output().unwrap();
     assert_eq!(
@@ -124,26 +129,7 @@ fn apply_resumes_after_a_shard_returns() {
     );
     let repo_arg = dir.path().to_str().unwrap().to_string();
 
-    let apply = Command::new(env!("CARGO_BIN_EXE_schemagate"))
-        .args(["apply", "--repo", &repo_arg, "--yes", "--seal", "manual"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while scalar::<u64>(
-        &b_dsn,
-        "SELECT COALESCE(MAX(rows_copied), 0) FROM _schemagate.cells WHERE state = 'staging'",
-    )
-    .unwrap_or(0)
-        == 0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the copy never started on shard b"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let apply = apply_until_copying(&repo_arg, &b_dsn, &["--seal", "manual"]);
     sandbox.servers_mut()[1].kill().unwrap();
     assert_eq!(apply.wait_with_output().unwrap().status.code(), Some(2));
 
