@@ -1165,9 +1165,9 @@ impl Shadow {
         let params = self.range_params(lo, hi);
         let list = |side: Side| {
             format!(
-                "SELECT {}, {} FROM {}{} ORDER BY {}",
+                "SELECT {}, MD5({}) FROM {}{} ORDER BY {}",
                 self.key_select(),
-                format!("MD5({})", self.row_text_expr(&side)),
+                self.row_text_expr(&side),
                 self.source(&side),
                 self.range_where(lo.is_some(), hi.is_some()),
                 self.key_order()
