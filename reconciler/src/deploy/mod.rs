@@ -457,7 +457,17 @@ pub async fn apply(
         .each(options.concurrency, |conn| {
             let copy = fleet.copy_options(conn, &options.copy);
             let (database, id) = (&fleet.keyspace.database, &id);
-            async move { stage_shard(conn, keyspace, database, id, &copy, events).await }
+            async move {
+                let stager = Stager {
+                    conn,
+                    keyspace,
+                    database,
+                    id,
+                    copy: &copy,
+                    events,
+                };
+                stager.shard().await
+            }
         })
         .await;
     let failures: Vec<String> = staged
@@ -482,28 +492,173 @@ pub async fn apply(
     fleet.deployment(Some(&id)).await
 }
 
-async fn stage_shard(
-    conn: &ShardConn,
-    keyspace: &str,
-    database: &str,
-    id: &str,
-    copy: &CopyOptions,
-    events: &(dyn Fn(Event) + Sync),
-) -> Result<(), DeployError> {
-    let Some(record) = state::load(conn, keyspace, database, Some(id))
-        .await?
-        .into_iter()
-        .next()
-    else {
-        return Ok(());
-    };
-    if record.decision != Decision::None {
-        return Ok(());
+/// Staging on one shard: what every step needs to know.
+struct Stager<'a> {
+    conn: &'a ShardConn,
+    keyspace: &'a str,
+    database: &'a str,
+    id: &'a str,
+    copy: &'a CopyOptions,
+    events: &'a (dyn Fn(Event) + Sync),
+}
+
+impl Stager<'_> {
+    /// Stages every cell of the shard's record that is not ready yet.
+    async fn shard(&self) -> Result<(), DeployError> {
+        let Some(record) = state::load(self.conn, self.keyspace, self.database, Some(self.id))
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(());
+        };
+        if record.decision != Decision::None {
+            return Ok(());
+        }
+        for cell in &record.cells {
+            self.cell(cell).await?;
+        }
+        Ok(())
     }
-    for cell in &record.cells {
-        stage_cell(conn, keyspace, database, id, cell, copy, events).await?;
+
+    async fn record(&self, table: &str, update: CellUpdate<'_>) -> Result<(), LiveError> {
+        state::update_cell(self.conn, self.id, self.keyspace, table, &update).await
     }
-    Ok(())
+
+    fn event(&self, cell: &Cell, state: CellState, strategy: Strategy, rows: (u64, u64)) {
+        (self.events)(Event::Cell {
+            shard: self.conn.shard.clone(),
+            table: cell.table.clone(),
+            state,
+            strategy,
+            rows_copied: rows.0,
+            rows_estimated: rows.1,
+        })
+    }
+
+    async fn cell(&self, cell: &Cell) -> Result<(), DeployError> {
+        let (conn, database, id) = (self.conn, self.database, self.id);
+        match cell.state {
+            CellState::Queued | CellState::Staging => {}
+            CellState::Failed => {
+                return Err(DeployError::Failed {
+                    id: id.to_string(),
+                    message: format!(
+                        "shard {}, table `{}` failed: {}",
+                        conn.shard,
+                        cell.table,
+                        cell.error.as_deref().unwrap_or("unknown error")
+                    ),
+                })
+            }
+            _ => return Ok(()),
+        }
+        let mut strategy = cell.strategy;
+        if cell.state == CellState::Queued {
+            let from_sql = current_definition(conn, database, &cell.table).await?;
+            if strategy == Strategy::Shadow && proves_instant(conn, database, id, cell).await? {
+                strategy = Strategy::Instant;
+            }
+            self.record(
+                &cell.table,
+                CellUpdate {
+                    state: Some(CellState::Staging),
+                    strategy: Some(strategy),
+                    from_sql: from_sql.as_deref(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        }
+        let rows = (cell.rows_copied, cell.rows_estimated);
+        self.event(cell, CellState::Staging, strategy, rows);
+        let result = match strategy {
+            Strategy::Drop | Strategy::Instant => Ok(()),
+            Strategy::Create => create_staged(conn, database, id, cell).await,
+            Strategy::Shadow => self.shadow(cell).await,
+        };
+        match result {
+            Ok(()) => {
+                let ready = CellUpdate {
+                    state: Some(CellState::Ready),
+                    ..Default::default()
+                };
+                self.record(&cell.table, ready).await?;
+                self.event(cell, CellState::Ready, strategy, (0, 0));
+                Ok(())
+            }
+            Err(e) => {
+                let message = e.to_string();
+                // A refused or mismatched cell fails for good; a lost connection can be resumed.
+                if matches!(e, DeployError::Shadow { .. }) {
+                    let _ = Shadow::cleanup(conn, &shadow_spec(database, id, cell)).await;
+                    let failed = CellUpdate {
+                        state: Some(CellState::Failed),
+                        error: Some(&message),
+                        ..Default::default()
+                    };
+                    self.record(&cell.table, failed).await?;
+                    self.event(cell, CellState::Failed, strategy, (0, 0));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Shadow strategy: prepare, copy (progress persisted on the side), checksum.
+    async fn shadow(&self, cell: &Cell) -> Result<(), DeployError> {
+        let (conn, database, id) = (self.conn, self.database, self.id);
+        let wrap = |source| DeployError::Shadow {
+            shard: conn.shard.clone(),
+            table: cell.table.clone(),
+            source,
+        };
+        let shadow = Shadow::prepare(conn, shadow_spec(database, id, cell))
+            .await
+            .map_err(wrap)?;
+        // Progress is persisted by a side task so the copy loop never waits on bookkeeping; a
+        // checkpoint one chunk behind only means one chunk is copied again after a restart.
+        let (tx, mut rx) = tokio::sync::watch::channel(None::<shadow::Progress>);
+        let persist = async {
+            while rx.changed().await.is_ok() {
+                let latest = rx.borrow_and_update().clone();
+                if let Some(p) = latest {
+                    let rows = (p.rows_copied, p.rows_estimated);
+                    self.event(cell, CellState::Staging, Strategy::Shadow, rows);
+                    let progress = CellUpdate {
+                        rows_copied: Some(p.rows_copied),
+                        rows_estimated: Some(p.rows_estimated),
+                        rows_per_sec: Some(p.rows_per_sec),
+                        checkpoint: p.checkpoint.as_deref(),
+                        ..Default::default()
+                    };
+                    self.record(&cell.table, progress).await?;
+                }
+            }
+            Ok::<_, LiveError>(())
+        };
+        let copying = async move {
+            let result = shadow
+                // A checkpoint only means something for the very shadow it was taken on.
+                .copy(
+                    conn,
+                    cell.checkpoint.clone().filter(|_| shadow.resumed()),
+                    self.copy,
+                    |p| {
+                        let _ = tx.send(Some(p.clone()));
+                        crate::failpoint("stage:after-chunk");
+                    },
+                )
+                .await;
+            drop(tx);
+            result.map(|_| shadow)
+        };
+        let (copied, persisted) = tokio::join!(copying, persist);
+        let shadow = copied.map_err(wrap)?;
+        persisted?;
+        shadow.checksum(conn).await.map_err(wrap)?;
+        Ok(())
+    }
 }
 
 /// The shadow spec of a cell: artifact names derived from the deployment id.
@@ -516,127 +671,6 @@ pub fn shadow_spec(database: &str, id: &str, cell: &Cell) -> ShadowSpec {
         statements: cell.statements.clone(),
         renames: cell.renames.clone(),
     }
-}
-
-async fn stage_cell(
-    conn: &ShardConn,
-    keyspace: &str,
-    database: &str,
-    id: &str,
-    cell: &Cell,
-    copy: &CopyOptions,
-    events: &(dyn Fn(Event) + Sync),
-) -> Result<(), DeployError> {
-    match cell.state {
-        CellState::Queued | CellState::Staging => {}
-        CellState::Failed => {
-            return Err(DeployError::Failed {
-                id: id.to_string(),
-                message: format!(
-                    "shard {}, table `{}` failed: {}",
-                    conn.shard,
-                    cell.table,
-                    cell.error.as_deref().unwrap_or("unknown error")
-                ),
-            })
-        }
-        _ => return Ok(()),
-    }
-    let event = |state, strategy, rows_copied, rows_estimated| {
-        events(Event::Cell {
-            shard: conn.shard.clone(),
-            table: cell.table.clone(),
-            state,
-            strategy,
-            rows_copied,
-            rows_estimated,
-        })
-    };
-    let mut strategy = cell.strategy;
-    if cell.state == CellState::Queued {
-        let from_sql = current_definition(conn, database, &cell.table).await?;
-        record_start(conn, id, keyspace, cell, from_sql.as_deref()).await?;
-        if strategy == Strategy::Shadow && proves_instant(conn, database, id, cell).await? {
-            strategy = Strategy::Instant;
-        }
-        state::update_cell(
-            conn,
-            id,
-            keyspace,
-            &cell.table,
-            &CellUpdate {
-                state: Some(CellState::Staging),
-                strategy: Some(strategy),
-                ..Default::default()
-            },
-        )
-        .await?;
-    }
-    event(
-        CellState::Staging,
-        strategy,
-        cell.rows_copied,
-        cell.rows_estimated,
-    );
-    let result = match strategy {
-        Strategy::Drop | Strategy::Instant => Ok(()),
-        Strategy::Create => create_staged(conn, database, id, cell).await,
-        Strategy::Shadow => stage_shadow(conn, keyspace, database, id, cell, copy, &event).await,
-    };
-    match result {
-        Ok(()) => {
-            state::update_cell(
-                conn,
-                id,
-                keyspace,
-                &cell.table,
-                &CellUpdate {
-                    state: Some(CellState::Ready),
-                    ..Default::default()
-                },
-            )
-            .await?;
-            event(CellState::Ready, strategy, 0, 0);
-            Ok(())
-        }
-        Err(e) => {
-            let message = e.to_string();
-            // A refused or mismatched cell fails for good; a lost connection can be resumed.
-            if matches!(e, DeployError::Shadow { .. }) {
-                let _ = Shadow::cleanup(conn, &shadow_spec(database, id, cell)).await;
-                state::update_cell(
-                    conn,
-                    id,
-                    keyspace,
-                    &cell.table,
-                    &CellUpdate {
-                        state: Some(CellState::Failed),
-                        error: Some(&message),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-                event(CellState::Failed, strategy, 0, 0);
-            }
-            Err(e)
-        }
-    }
-}
-
-async fn record_start(
-    conn: &ShardConn,
-    id: &str,
-    keyspace: &str,
-    cell: &Cell,
-    from_sql: Option<&str>,
-) -> Result<(), LiveError> {
-    let mut c = conn.conn().await?;
-    c.exec_drop(
-        format!("UPDATE {}.cells SET from_sql = ? WHERE deployment_id = ? AND keyspace = ? AND shard = ? AND table_name = ?", quote(naming::METADATA_DATABASE)),
-        (from_sql, id, keyspace, &conn.shard, &cell.table),
-    )
-    .await
-    .map_err(|e| conn.query_error("recording the starting definition", e))
 }
 
 /// The table's live definition (AUTO_INCREMENT removed), `None` when it does not exist.
@@ -755,77 +789,6 @@ async fn create_staged(
         ),
     )
     .await?;
-    Ok(())
-}
-
-async fn stage_shadow(
-    conn: &ShardConn,
-    keyspace: &str,
-    database: &str,
-    id: &str,
-    cell: &Cell,
-    copy: &CopyOptions,
-    event: &(dyn Fn(CellState, Strategy, u64, u64) + Sync),
-) -> Result<(), DeployError> {
-    let wrap = |source| DeployError::Shadow {
-        shard: conn.shard.clone(),
-        table: cell.table.clone(),
-        source,
-    };
-    let shadow = Shadow::prepare(conn, shadow_spec(database, id, cell))
-        .await
-        .map_err(wrap)?;
-    // Progress is persisted by a side task so the copy loop never waits on bookkeeping; a
-    // checkpoint one chunk behind only means one chunk is copied again after a restart.
-    let (tx, mut rx) = tokio::sync::watch::channel(None::<shadow::Progress>);
-    let persist = async {
-        while rx.changed().await.is_ok() {
-            let latest = rx.borrow_and_update().clone();
-            if let Some(p) = latest {
-                event(
-                    CellState::Staging,
-                    Strategy::Shadow,
-                    p.rows_copied,
-                    p.rows_estimated,
-                );
-                state::update_cell(
-                    conn,
-                    id,
-                    keyspace,
-                    &cell.table,
-                    &CellUpdate {
-                        rows_copied: Some(p.rows_copied),
-                        rows_estimated: Some(p.rows_estimated),
-                        rows_per_sec: Some(p.rows_per_sec),
-                        checkpoint: p.checkpoint.as_deref(),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-            }
-        }
-        Ok::<_, LiveError>(())
-    };
-    let copying = async move {
-        let result = shadow
-            // A checkpoint only means something for the very shadow it was taken on.
-            .copy(
-                conn,
-                cell.checkpoint.clone().filter(|_| shadow.resumed()),
-                copy,
-                |p| {
-                    let _ = tx.send(Some(p.clone()));
-                    crate::failpoint("stage:after-chunk");
-                },
-            )
-            .await;
-        drop(tx);
-        result.map(|_| shadow)
-    };
-    let (copied, persisted) = tokio::join!(copying, persist);
-    let shadow = copied.map_err(wrap)?;
-    persisted?;
-    shadow.checksum(conn).await.map_err(wrap)?;
     Ok(())
 }
 
