@@ -2,11 +2,9 @@
 //! requested end state: staged and ready (`--seal manual`) or sealed (`--seal auto`).
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
-use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use reconciler::deploy::state::CellState;
 use reconciler::deploy::{self, ApplyOptions, Event, Fleet, SealMode};
@@ -17,13 +15,8 @@ use crate::output::{self, Format};
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long, default_value = ".")]
-    pub repo: PathBuf,
-    #[arg(long)]
-    pub rev: Option<String>,
-    /// Deploy only this keyspace.
-    #[arg(long)]
-    pub keyspace: Option<String>,
+    #[command(flatten)]
+    pub target: super::Target,
     /// `auto`: seal as soon as every shard is ready; `manual`: stop when every shard is ready.
     #[arg(long, value_enum, default_value_t = Seal::Auto)]
     pub seal: Seal,
@@ -59,10 +52,8 @@ pub enum Seal {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let desired = source::load(&args.repo, args.rev.as_deref())
-        .await
-        .with_context(|| format!("reading the desired state from {}", args.repo.display()))?;
-    let keyspaces = super::keyspaces(&desired, args.keyspace.as_deref())?;
+    let desired = args.target.load().await?;
+    let keyspaces = args.target.keyspaces(&desired)?;
     let options = ApplyOptions {
         seal: match args.seal {
             Seal::Auto => SealMode::Auto,

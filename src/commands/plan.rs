@@ -1,23 +1,13 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use reconciler::plan::{self, Plan, PlanOptions};
-use reconciler::source;
 
 use crate::output::{self, Format};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The desired-state repository (holds schemagate.yaml and schemas/).
-    #[arg(long, default_value = ".")]
-    pub repo: PathBuf,
-    /// Read the desired state from this Git revision instead of the working tree.
-    #[arg(long)]
-    pub rev: Option<String>,
-    /// Plan only this keyspace.
-    #[arg(long)]
-    pub keyspace: Option<String>,
+    #[command(flatten)]
+    pub target: super::Target,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Shards introspected at the same time across the fleet.
@@ -30,11 +20,9 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let desired = source::load(&args.repo, args.rev.as_deref())
-        .await
-        .with_context(|| format!("reading the desired state from {}", args.repo.display()))?;
+    let desired = args.target.load().await?;
     let options = PlanOptions {
-        keyspace: args.keyspace,
+        keyspace: args.target.keyspace,
         concurrency: args.concurrency,
         cache: !args.no_cache,
     };

@@ -1,9 +1,7 @@
 //! `schemagate status`, `seal` and `cancel`: a deployment, looked up on the shards themselves.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use reconciler::deploy::state::CellState;
 use reconciler::deploy::{self, Fleet};
 use reconciler::source;
@@ -14,10 +12,8 @@ use crate::output::{self, Format};
 pub struct StatusArgs {
     /// The deployment id (default: the latest deployment of each keyspace).
     pub deployment: Option<String>,
-    #[arg(long, default_value = ".")]
-    pub repo: PathBuf,
-    #[arg(long)]
-    pub keyspace: Option<String>,
+    #[command(flatten)]
+    pub target: super::Target,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
@@ -25,10 +21,8 @@ pub struct StatusArgs {
 #[derive(clap::Args)]
 pub struct IdArgs {
     pub deployment: String,
-    #[arg(long, default_value = ".")]
-    pub repo: PathBuf,
-    #[arg(long)]
-    pub keyspace: Option<String>,
+    #[command(flatten)]
+    pub target: super::Target,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
@@ -68,16 +62,10 @@ impl SealArgs {
     }
 }
 
-async fn config(repo: &std::path::Path) -> anyhow::Result<source::Desired> {
-    source::load(repo, None)
-        .await
-        .with_context(|| format!("reading {}", repo.display()))
-}
-
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let desired = config(&args.repo).await?;
+    let desired = args.target.load().await?;
     let mut found = Vec::new();
-    for keyspace in super::keyspaces(&desired, args.keyspace.as_deref())? {
+    for keyspace in args.target.keyspaces(&desired)? {
         let fleet = Fleet::new(keyspace);
         let deployment = fleet.deployment(args.deployment.as_deref()).await;
         fleet.disconnect().await;
@@ -94,7 +82,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 
 /// The keyspace whose shards know deployment `id`, with its fleet.
 async fn locate(desired: &source::Desired, args: &IdArgs) -> anyhow::Result<Fleet> {
-    for keyspace in super::keyspaces(desired, args.keyspace.as_deref())? {
+    for keyspace in args.target.keyspaces(desired)? {
         let fleet = Fleet::new(keyspace);
         if fleet.deployment(Some(&args.deployment)).await?.is_some() {
             return Ok(fleet);
@@ -109,7 +97,7 @@ async fn locate(desired: &source::Desired, args: &IdArgs) -> anyhow::Result<Flee
 
 pub async fn seal(cmd: SealCmdArgs) -> anyhow::Result<ExitCode> {
     let args = cmd.id;
-    let desired = config(&args.repo).await?;
+    let desired = args.target.load().await?;
     let fleet = locate(&desired, &args).await?;
     let result = deploy::seal::seal(&fleet, &args.deployment, &cmd.seal.options()).await;
     let after = fleet.deployment(Some(&args.deployment)).await;
@@ -126,7 +114,7 @@ pub async fn seal(cmd: SealCmdArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn cancel(args: IdArgs) -> anyhow::Result<ExitCode> {
-    let desired = config(&args.repo).await?;
+    let desired = args.target.load().await?;
     let fleet = locate(&desired, &args).await?;
     let result = deploy::cancel(&fleet, &args.deployment).await;
     fleet.disconnect().await;
