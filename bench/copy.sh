@@ -15,24 +15,9 @@
 #   RESULTS=FILE                     raw timings as JSON
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 2; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-find_prog() { # name: PATH first, then the sbin dirs a non-root PATH lacks
-    command -v "$1" 2>/dev/null && return
-    local d
-    for d in /usr/sbin /usr/local/sbin /usr/local/mysql/bin; do
-        [[ -x $d/$1 ]] && { echo "$d/$1"; return; }
-    done
-    return 1
-}
-apt_install() {
-    [[ $(id -u) == 0 ]] || die "$1 is missing; run as root or: sudo apt-get install -y $*"
-    log "installing $* (Debian packages)"
-    apt-get install -y "$@" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$@" >/dev/null; }
-}
 
 find_prog mariadbd >/dev/null || apt_install mariadb-server
 find_prog mariadbd >/dev/null || die "mariadbd not found after installing mariadb-server"
@@ -41,11 +26,7 @@ PTOSC=$(command -v pt-online-schema-change) || die "pt-online-schema-change not 
 # pt-osc talks to the server through Perl DBI; the package pulls libdbd-mysql-perl in.
 perl -MDBD::mysql -e1 2>/dev/null || apt_install libdbd-mysql-perl
 
-# The tree as it is built (others may be editing it): named in the results.
-SG_COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $(cd "$ROOT" && git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
-    SG_COMMIT="$SG_COMMIT+uncommitted"
-fi
+SG_COMMIT=$(tree_commit)
 export SG_COMMIT
 log "building the benchmark (cargo build --release -p reconciler --example bench_copy)"
 for attempt in 1 2 3 4 5; do

@@ -23,28 +23,13 @@ KEEP=${KEEP:-0}
 BENCH_TMP=${BENCH_TMP:-/tmp}
 RESULTS=${RESULTS:-}
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)  # before this script adds any load of its own
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 2; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Tools
 # ---------------------------------------------------------------------------------------------
-find_prog() { # name: PATH first, then the sbin dirs a non-root PATH lacks
-    command -v "$1" 2>/dev/null && return
-    local d
-    for d in /usr/sbin /usr/local/sbin /usr/local/mysql/bin; do
-        [[ -x $d/$1 ]] && { echo "$d/$1"; return; }
-    done
-    return 1
-}
-
-if ! command -v skeema >/dev/null; then
-    log "installing skeema (Debian package)"
-    [[ $(id -u) == 0 ]] || die "skeema is missing; run as root or: sudo apt-get install -y skeema"
-    apt-get install -y skeema >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y skeema >/dev/null; }
-fi
+command -v skeema >/dev/null || apt_install skeema
 command -v python3 >/dev/null || die "python3 is required (schema generator, timing summary)"
 MARIADBD=$(find_prog mariadbd) || die "mariadbd not found: apt-get install -y mariadb-server"
 INSTALL_DB=$(find_prog mariadb-install-db) || die "mariadb-install-db not found"

@@ -18,10 +18,13 @@
 //! for the raw timings), `DIAG=1` (also time single-statement variants of the copy and the
 //! checksum, to show where schemagate's time goes).
 
+mod bench;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bench::{env_or, loadavg, log};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use reconciler::deploy::shadow::{CopyOptions, Shadow, ShadowSpec};
@@ -36,23 +39,6 @@ const DB: &str = "bench";
 const COLUMNS: &str = "account_id, qty, name, note, created_at";
 const ALTER_CLAUSES: &str = "MODIFY COLUMN `qty` bigint(20) NOT NULL, \
                              ADD COLUMN `flags` int(11) NOT NULL DEFAULT 0";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn log(message: impl AsRef<str>) {
-    eprintln!("[bench_copy] {}", message.as_ref());
-}
 
 fn create_table(name: &str) -> String {
     format!(

@@ -29,6 +29,8 @@
 //! JSON file with every deployment, the latency summaries and apply's log lines), `SAME_TAG=1`
 //! (odd deployments all add the same column `tag_1`: their plans are identical).
 
+mod bench;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,6 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bench::{env_or, loadavg, log};
 use mysql_async::prelude::*;
 use reconciler::sandbox::Sandbox;
 use serde_json::{json, Value};
@@ -44,23 +47,6 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const KEYSPACE: &str = "app";
 const DB: &str = "app";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn log(message: impl AsRef<str>) {
-    eprintln!("[bench_seal] {}", message.as_ref());
-}
 
 /// The desired `events` table: the base definition, plus `tag_<n>` and its index when given.
 fn events_sql(tag: Option<usize>) -> String {
