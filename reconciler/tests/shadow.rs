@@ -50,6 +50,21 @@ async fn rows(conn: &ShardConn, sql: &str) -> Vec<Vec<Value>> {
     rows.into_iter().map(Row::unwrap).collect()
 }
 
+/// `SELECT columns … ORDER BY order` of the table and of its shadow.
+async fn both(
+    conn: &ShardConn,
+    db: &str,
+    (table, shadow): (&str, &str),
+    columns: &str,
+    order: &str,
+) -> (Vec<Vec<Value>>, Vec<Vec<Value>>) {
+    let select = |t: &str| format!("SELECT {columns} FROM `{db}`.`{t}` ORDER BY {order}");
+    (
+        rows(conn, &select(table)).await,
+        rows(conn, &select(shadow)).await,
+    )
+}
+
 async fn exec(conn: &ShardConn, sql: &str) {
     let mut c = conn.conn().await.expect("conn");
     c.query_drop(sql).await.expect(sql);
@@ -145,17 +160,7 @@ async fn copies_and_checksums_a_table_with_added_column_index_and_wider_column()
     assert!(last.rows_estimated > 10_000 && last.rows_per_sec > 0.0);
     shadow.checksum(&conn).await.expect("checksum");
 
-    let columns = "id, a, b, c, d, g";
-    let original = rows(
-        &conn,
-        &format!("SELECT {columns} FROM `{db}`.t ORDER BY id"),
-    )
-    .await;
-    let copied = rows(
-        &conn,
-        &format!("SELECT {columns} FROM `{db}`.`{SHADOW}` ORDER BY id"),
-    )
-    .await;
+    let (original, copied) = both(&conn, &db, ("t", SHADOW), "id, a, b, c, d, g", "id").await;
     assert_eq!(original.len(), 20_000);
     assert_eq!(original, copied);
     let e = rows(&conn, &format!("SELECT DISTINCT e FROM `{db}`.`{SHADOW}`")).await;
@@ -535,12 +540,7 @@ async fn an_interrupted_copy_resumes_from_its_checkpoint() {
     let copied = progress.last().expect("a chunk").rows_copied;
     assert!(copied < 21_000, "copied {copied} rows again");
     shadow.checksum(&conn).await.expect("checksum");
-    let original = rows(&conn, &format!("SELECT id, v FROM `{db}`.t ORDER BY id")).await;
-    let shadowed = rows(
-        &conn,
-        &format!("SELECT id, v FROM `{db}`.`{SHADOW}` ORDER BY id"),
-    )
-    .await;
+    let (original, shadowed) = both(&conn, &db, ("t", SHADOW), "id, v", "id").await;
     assert_eq!(original, shadowed);
 
     // A checkpoint that cannot be this key's is refused.
@@ -798,18 +798,12 @@ async fn composite_and_varchar_keys() {
     let progress = copy_all(&shadow, &conn, Some(checkpoint)).await;
     assert!(progress.len() > 1);
     shadow.checksum(&conn).await.expect("checksum comp");
-    let columns = "a, b, c, d, v";
-    let original = rows(
+    let (original, copied) = both(
         &conn,
-        &format!("SELECT {columns} FROM `{db}`.comp ORDER BY a, b, c, d"),
-    )
-    .await;
-    let copied = rows(
-        &conn,
-        &format!(
-            "SELECT {columns} FROM `{db}`.`{}` ORDER BY a, b, c, d",
-            spec_comp.shadow
-        ),
+        &db,
+        ("comp", &spec_comp.shadow),
+        "a, b, c, d, v",
+        "a, b, c, d",
     )
     .await;
     assert_eq!(original.len(), 6000);
@@ -837,19 +831,7 @@ async fn composite_and_varchar_keys() {
     .await;
     exec(&conn, &format!("DELETE FROM `{db}`.vk WHERE k = 'key-19'")).await;
     shadow.checksum(&conn).await.expect("checksum vk");
-    let original = rows(
-        &conn,
-        &format!("SELECT BINARY k, v FROM `{db}`.vk ORDER BY k"),
-    )
-    .await;
-    let copied = rows(
-        &conn,
-        &format!(
-            "SELECT BINARY k, v FROM `{db}`.`{}` ORDER BY k",
-            spec_vk.shadow
-        ),
-    )
-    .await;
+    let (original, copied) = both(&conn, &db, ("vk", &spec_vk.shadow), "BINARY k, v", "k").await;
     assert_eq!(original.len(), 4999);
     assert_eq!(original, copied);
     for spec in [&spec_comp, &spec_vk] {
