@@ -379,16 +379,19 @@ pub async fn apply(
     events: &(dyn Fn(Event) + Sync),
 ) -> Result<Option<Deployment>, DeployError> {
     let keyspace = fleet.keyspace.name.as_str();
+    if plan.shards.iter().all(|s| s.changes.is_empty()) {
+        return Ok(None);
+    }
     for result in fleet.each(options.concurrency, state::ensure_schema).await {
         result?;
     }
     // The same target as a sealed deployment is a new deployment: skip sealed generations.
     let mut generation = 0;
-    let id = loop {
+    let (id, previous) = loop {
         let id = deployment_id(plan, revision, generation);
         match fleet.deployment(Some(&id)).await? {
             Some(d) if d.state == CellState::Sealed => generation += 1,
-            _ => break id,
+            previous => break (id, previous),
         }
     };
     if let Some(current) = fleet.deployment(None).await? {
@@ -400,20 +403,15 @@ pub async fn apply(
         }
     }
     // The same target after a cancel is a new attempt under the same id.
-    if let Some(previous) = fleet.deployment(Some(&id)).await? {
-        if previous.state == CellState::Cancelled {
-            for result in fleet
-                .each(options.concurrency, |conn| {
-                    state::forget(conn, &id, keyspace)
-                })
-                .await
-            {
-                result?;
-            }
+    if previous.is_some_and(|p| p.state == CellState::Cancelled) {
+        let forgotten = fleet
+            .each(options.concurrency, |conn| {
+                state::forget(conn, &id, keyspace)
+            })
+            .await;
+        for result in forgotten {
+            result?;
         }
-    }
-    if plan.shards.iter().all(|s| s.changes.is_empty()) {
-        return Ok(None);
     }
     let unsafe_changes: Vec<String> = plan
         .shards
