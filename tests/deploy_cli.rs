@@ -547,3 +547,25 @@ fn the_same_change_wanted_again_is_a_new_deployment() {
         "the change is in place again"
     );
 }
+
+/// `plan` creates `_schemagate` for its canonical cache; a first `apply` or `status` on such
+/// a server must not take the database for the deployment records.
+#[test]
+fn apply_and_status_after_a_first_plan_on_a_fresh_server() {
+    let sandbox = reconciler::sandbox::Sandbox::start(1).expect("a server");
+    let [server] = sandbox.servers() else {
+        panic!("one server")
+    };
+    let db = database(&[server], "fresh", &seed(100));
+    let dir = repo(
+        &config("app", &db, &[("a", server.dsn())]),
+        &[("app/items.sql", DESIRED)],
+    );
+    let repo_arg = dir.path().to_str().unwrap();
+    let plan = schemagate(&["plan", "--repo", repo_arg]);
+    assert_eq!(code(&plan), 1, "{}{}", stdout(&plan), stderr(&plan));
+    let status = schemagate(&["status", "--repo", repo_arg]);
+    assert_eq!(code(&status), 0, "{}{}", stdout(&status), stderr(&status));
+    let apply = schemagate(&["apply", "--repo", repo_arg, "--yes"]);
+    assert_eq!(code(&apply), 0, "{}{}", stdout(&apply), stderr(&apply));
+}

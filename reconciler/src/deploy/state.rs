@@ -215,9 +215,11 @@ pub async fn load(
     id: Option<&str>,
 ) -> Result<Vec<ShardDeployment>, LiveError> {
     let mut c = conn.conn().await?;
+    // The database alone proves nothing: `plan` creates it for its canonical cache. `cells`
+    // is the last table `ensure_schema` creates.
     let exists: Option<String> = c
         .exec_first(
-            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'cells'",
             (METADATA_DATABASE,),
         )
         .await
