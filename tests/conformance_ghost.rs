@@ -881,6 +881,7 @@ fn spec_for(case: &Case, db: &str) -> ShadowSpec {
         trigger_prefix: naming::trigger_prefix(&id, table),
         statements: vec![format!("ALTER TABLE {} {}", q(table), case.alter())],
         renames: case.renames(),
+        defer_indexes: true,
     }
 }
 

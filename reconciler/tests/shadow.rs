@@ -41,6 +41,7 @@ fn spec(db: &str, table: &str, statements: &[&str]) -> ShadowSpec {
         trigger_prefix: PREFIX.to_string(),
         statements: statements.iter().map(|s| s.to_string()).collect(),
         renames: Vec::new(),
+        defer_indexes: true,
     }
 }
 
@@ -1270,6 +1271,255 @@ async fn a_statement_that_renames_the_table_is_refused() {
     let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
     copy_all(&shadow, &conn, None).await;
     shadow.checksum(&conn).await.expect("checksum");
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+    conn.disconnect().await;
+}
+
+/// `SHOW CREATE TABLE` without the table's name and its AUTO_INCREMENT counter.
+async fn definition(conn: &ShardConn, db: &str, table: &str) -> String {
+    let create = rows(conn, &format!("SHOW CREATE TABLE `{db}`.`{table}`")).await;
+    let Value::Bytes(create) = &create[0][1] else {
+        panic!("create text")
+    };
+    let text = String::from_utf8_lossy(create);
+    let body = &text[text.find('(').expect("column list")..];
+    body.split(' ')
+        .filter(|word| !word.starts_with("AUTO_INCREMENT="))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test]
+async fn secondary_indexes_are_built_after_the_copy_exactly_as_planned() {
+    let conn = shard(server(0));
+    let db = database(
+        &conn,
+        "defer",
+        "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, a INT NOT NULL, b VARCHAR(40), \
+           c DATETIME NOT NULL, e VARCHAR(20) NOT NULL, UNIQUE KEY ue (e), KEY kb (b(10)), \
+           KEY kac (a, c) COMMENT 'by account', KEY kc (c));
+         INSERT INTO t (a, b, c, e) SELECT seq % 50, CONCAT('b', seq), \
+           '2024-01-01' + INTERVAL seq MINUTE, CONCAT('e', seq) FROM seq_1_to_12000;
+         CREATE TABLE want LIKE t;",
+    )
+    .await;
+    let statement = "ALTER TABLE `t` ADD COLUMN `f` int NOT NULL DEFAULT 3, DROP KEY `kc`, \
+                     ADD KEY `kf` (`f`, `a`)";
+    exec(&conn, &statement.replace("`t`", &format!("`{db}`.`want`"))).await;
+    let want = definition(&conn, &db, "want").await;
+
+    let spec = spec(&db, "t", &[statement]);
+    let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    let bare = definition(&conn, &db, SHADOW).await;
+    assert!(
+        bare.contains("UNIQUE KEY `ue`") && !bare.contains("KEY `k"),
+        "the shadow starts without its plain indexes: {bare}"
+    );
+    let progress = copy_all(&shadow, &conn, None).await;
+    assert_eq!(definition(&conn, &db, SHADOW).await, want);
+    let (original, copied) = both(&conn, &db, ("t", SHADOW), "id, a, b, c, e", "id").await;
+    assert_eq!(original, copied);
+
+    // Interrupted before the indexes were built: a resume adds them, and it checks the rows
+    // below its checkpoint again first.
+    exec(
+        &conn,
+        &format!("ALTER TABLE `{db}`.`{SHADOW}` DROP KEY `kf`, DROP KEY `kb`"),
+    )
+    .await;
+    let resumed = Shadow::prepare(&conn, spec.clone()).await.expect("resume");
+    assert!(resumed.resumed());
+    let middle = progress[progress.len() / 2].checkpoint.clone();
+    copy_all(&resumed, &conn, middle.clone()).await;
+    assert_eq!(definition(&conn, &db, SHADOW).await, want);
+    exec(
+        &conn,
+        &format!("UPDATE `{db}`.`{SHADOW}` SET b = 'tampered' WHERE id = 3"),
+    )
+    .await;
+    let err = resumed
+        .copy(&conn, middle, &fast(), |_| {})
+        .await
+        .expect_err("the rows below the checkpoint are verified");
+    assert!(
+        matches!(err, ShadowError::Mismatch { .. }) && err.to_string().contains("[3] differs"),
+        "{err}"
+    );
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+
+    // Not deferred: the shadow has every index from the start.
+    let kept = ShadowSpec {
+        defer_indexes: false,
+        ..spec.clone()
+    };
+    let shadow = Shadow::prepare(&conn, kept.clone()).await.expect("prepare");
+    assert_eq!(definition(&conn, &db, SHADOW).await, want);
+    copy_all(&shadow, &conn, None).await;
+    assert_eq!(definition(&conn, &db, SHADOW).await, want);
+    Shadow::cleanup(&conn, &kept).await.expect("cleanup");
+
+    // A FULLTEXT index stays in place (it would change places with the plain ones, and an
+    // InnoDB temporary table cannot take one): nothing is deferred, the result is the same.
+    exec(
+        &conn,
+        &format!("ALTER TABLE `{db}`.t ADD FULLTEXT KEY ft (b), ALGORITHM=COPY"),
+    )
+    .await;
+    exec(
+        &conn,
+        &format!("ALTER TABLE `{db}`.want ADD FULLTEXT KEY ft (b), ALGORITHM=COPY"),
+    )
+    .await;
+    let want = definition(&conn, &db, "want").await;
+    let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    assert_eq!(definition(&conn, &db, SHADOW).await, want);
+    copy_all(&shadow, &conn, None).await;
+    assert_eq!(definition(&conn, &db, SHADOW).await, want);
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+    assert!(artifacts(&conn, &db).await.is_empty());
+    conn.disconnect().await;
+}
+
+/// Autocommit single-row writes (updates, inserts at the tail, deletes) from several sessions
+/// until `stop`; returns (writes, writes that failed with a deadlock or lock wait timeout).
+async fn plain_writer(
+    conn: ShardConn,
+    db: String,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> (usize, usize) {
+    let mut rng = Rng(seed);
+    let mut c = conn.conn().await.expect("writer conn");
+    let (mut writes, mut failed) = (0, 0);
+    while !stop.load(Ordering::Relaxed) {
+        let id = 1 + rng.below(30_000);
+        let sql = match rng.below(10) {
+            0..=5 => format!("UPDATE `{db}`.t SET a = a + 1, b = 'w{id}' WHERE id = {id}"),
+            6..=8 => format!("INSERT INTO `{db}`.t (a, b) VALUES ({id}, 'new')"),
+            _ => format!("DELETE FROM `{db}`.t WHERE id = {id}"),
+        };
+        match c.query_drop(&sql).await {
+            Ok(()) => writes += 1,
+            Err(mysql_async::Error::Server(e)) if e.code == 1213 || e.code == 1205 => failed += 1,
+            Err(e) => panic!("{sql}: {e}"),
+        }
+    }
+    (writes, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_copy_causes_no_deadlocks_for_single_row_writers() {
+    let conn = shard(server(2));
+    let db = database(
+        &conn,
+        "deadlock",
+        "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, a INT NOT NULL, b VARCHAR(40), \
+           KEY ka (a));
+         INSERT INTO t (a, b) SELECT seq, CONCAT('r', seq) FROM seq_1_to_30000;",
+    )
+    .await;
+    let spec = spec(
+        &db,
+        "t",
+        &["ALTER TABLE `t` ADD COLUMN `x` int DEFAULT 1, MODIFY `b` varchar(60)"],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|i| {
+            tokio::spawn(plain_writer(
+                shard(server(2)),
+                db.clone(),
+                0x9e37_79b9 + i,
+                stop.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    let options = CopyOptions {
+        target_chunk_time: Duration::from_millis(20),
+        ..CopyOptions::default()
+    };
+    shadow
+        .copy(&conn, None, &options, |_| {})
+        .await
+        .expect("copy");
+    stop.store(true, Ordering::Relaxed);
+    let (mut writes, mut failed) = (0, 0);
+    for writer in writers {
+        let (w, f) = writer.await.expect("writer");
+        writes += w;
+        failed += f;
+    }
+    eprintln!("{writes} writes, {failed} failed with a lock conflict");
+    assert!(writes > 500, "only {writes} writes");
+    assert_eq!(
+        failed, 0,
+        "writes failed with deadlocks or lock wait timeouts"
+    );
+    shadow.checksum(&conn).await.expect("checksum");
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+    conn.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_long_transaction_delays_the_triggers_without_stalling_writers() {
+    let conn = shard(server(0));
+    let db = database(
+        &conn,
+        "longtx",
+        "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, a INT NOT NULL);
+         INSERT INTO t (a) SELECT seq FROM seq_1_to_1000;",
+    )
+    .await;
+    // A transaction that read the table holds its metadata lock until it ends.
+    let mut holder = conn.conn().await.expect("conn");
+    holder.query_drop("BEGIN").await.expect("begin");
+    holder
+        .query_drop(format!("SELECT COUNT(*) FROM `{db}`.t"))
+        .await
+        .expect("read");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (conn, db, stop) = (shard(server(0)), db.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut c = conn.conn().await.expect("writer conn");
+            let mut longest = Duration::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                c.query_drop(format!("INSERT INTO `{db}`.t (a) VALUES (1)"))
+                    .await
+                    .expect("insert");
+                longest = longest.max(started.elapsed());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            longest
+        })
+    };
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        holder.query_drop("COMMIT").await.expect("commit");
+    });
+    let started = Instant::now();
+    let spec = spec(&db, "t", &["ALTER TABLE `t` ADD COLUMN `b` int"]);
+    let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    let waited = started.elapsed();
+    release.await.expect("release");
+    stop.store(true, Ordering::Relaxed);
+    let longest = writer.await.expect("writer");
+    eprintln!("prepare waited {waited:?}; longest write {longest:?}");
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "prepare did not wait: {waited:?}"
+    );
+    assert!(
+        longest < Duration::from_millis(300),
+        "a write waited {longest:?} behind the tool's lock request"
+    );
+    shadow
+        .copy(&conn, None, &fast(), |_| {})
+        .await
+        .expect("copy");
     Shadow::cleanup(&conn, &spec).await.expect("cleanup");
     conn.disconnect().await;
 }

@@ -603,7 +603,7 @@ impl Stager<'_> {
         }
     }
 
-    /// Shadow strategy: prepare, copy (progress persisted on the side), checksum.
+    /// Shadow strategy: prepare, then copy and verify (progress persisted on the side).
     async fn shadow(&self, cell: &Cell) -> Result<(), DeployError> {
         let (conn, database, id) = (self.conn, self.database, self.id);
         let wrap = |source| DeployError::Shadow {
@@ -611,9 +611,11 @@ impl Stager<'_> {
             table: cell.table.clone(),
             source,
         };
-        let shadow = Shadow::prepare(conn, shadow_spec(database, id, cell))
-            .await
-            .map_err(wrap)?;
+        let mut spec = shadow_spec(database, id, cell);
+        // Replicas replay the ALTER that adds deferred indexes as one long statement: with
+        // replicas to keep up, indexes are maintained during the copy instead.
+        spec.defer_indexes = self.copy.replicas.is_empty();
+        let shadow = Shadow::prepare(conn, spec).await.map_err(wrap)?;
         // Progress is persisted by a side task so the copy loop never waits on bookkeeping; a
         // checkpoint one chunk behind only means one chunk is copied again after a restart.
         let (tx, mut rx) = tokio::sync::watch::channel(None::<shadow::Progress>);
@@ -649,12 +651,11 @@ impl Stager<'_> {
                 )
                 .await;
             drop(tx);
-            result.map(|_| shadow)
+            result
         };
         let (copied, persisted) = tokio::join!(copying, persist);
-        let shadow = copied.map_err(wrap)?;
+        copied.map_err(wrap)?;
         persisted?;
-        shadow.checksum(conn).await.map_err(wrap)?;
         Ok(())
     }
 }
@@ -668,6 +669,7 @@ pub fn shadow_spec(database: &str, id: &str, cell: &Cell) -> ShadowSpec {
         trigger_prefix: naming::trigger_prefix(id, &cell.table),
         statements: cell.statements.clone(),
         renames: cell.renames.clone(),
+        defer_indexes: false,
     }
 }
 

@@ -39,6 +39,11 @@ const CHUNK_ATTEMPTS: u32 = 10;
 /// that it never queues the application behind it for long; a few tries ride out a busy moment.
 const DDL_ATTEMPTS: u32 = 3;
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// A DDL that needs a table the application uses is tried, never queued for, for this long at
+/// a time (see `ddl_tried`)…
+const MDL_TRY_BUDGET: Duration = Duration::from_millis(100);
+/// …and given up after this long.
+const MDL_PATIENCE: Duration = Duration::from_secs(30);
 /// Longest value quoted in a message.
 const SHOWN_VALUE_CHARS: usize = 60;
 
@@ -66,6 +71,12 @@ pub struct ShadowSpec {
     pub statements: Vec<String>,
     /// (old column, new column): the new column gets the old one's values.
     pub renames: Vec<(String, String)>,
+    /// Build the shadow without its plain secondary indexes and add them, sorted in one pass,
+    /// once the rows are in: about half the copy's work is maintaining those indexes row by
+    /// row. The `ALTER` that adds them reaches replicas as one statement, which they replay
+    /// for as long as it took; leave this off where replicas must not fall behind.
+    #[serde(default)]
+    pub defer_indexes: bool,
 }
 
 impl ShadowSpec {
@@ -258,6 +269,55 @@ enum DataCheck {
     },
 }
 
+/// A column the checksum compares, under its name in the table and in the shadow.
+#[derive(Debug, Clone)]
+struct Compared {
+    from: String,
+    to: String,
+    /// Its text may hold any byte (strings, binary, BIT, ENUM, JSON…): hashed as bytes behind
+    /// their length. Numbers and temporal values print without commas and go in as they print.
+    bytes: bool,
+    nullable: bool,
+}
+
+impl Compared {
+    /// The column's part of the row text: unambiguous, since `CONCAT_WS` skips NULLs and each
+    /// NULL or byte string is announced by a marker (`-1` or its length) first.
+    fn expr(&self, side: &Side) -> String {
+        let name = quote_ident(match side {
+            Side::Table => &self.from,
+            Side::Shadow => &self.to,
+        });
+        match (self.bytes, self.nullable) {
+            (true, _) => format!("COALESCE(LENGTH({name}), -1), CAST({name} AS BINARY)"),
+            (false, true) => format!("ISNULL({name}), {name}"),
+            (false, false) => name,
+        }
+    }
+}
+
+/// Types whose text never holds a comma.
+fn prints_plain(column: &Column) -> bool {
+    matches!(
+        column.data_type.base.as_str(),
+        "tinyint"
+            | "smallint"
+            | "mediumint"
+            | "int"
+            | "integer"
+            | "bigint"
+            | "decimal"
+            | "numeric"
+            | "float"
+            | "double"
+            | "date"
+            | "time"
+            | "datetime"
+            | "timestamp"
+            | "year"
+    )
+}
+
 /// What [`Shadow::prepare`] worked out from the two definitions.
 #[derive(Debug, Clone)]
 struct Layout {
@@ -265,7 +325,7 @@ struct Layout {
     /// (column of the table, column of the shadow): what the copy and the triggers write.
     columns: Vec<(String, String)>,
     /// The subset the checksum compares.
-    compared: Vec<(String, String)>,
+    compared: Vec<Compared>,
     checks: Vec<DataCheck>,
     /// Columns (of the table) whose values the triggers move between time zones, see
     /// [`ZoneShift`].
@@ -292,6 +352,41 @@ pub struct Shadow {
     spec: ShadowSpec,
     layout: Layout,
     resumed: bool,
+}
+
+/// What one chunk of the copy did.
+struct Chunk {
+    /// Rows read (some the triggers had already put in the shadow).
+    read: u64,
+    /// The last key copied, if any row was.
+    last: Option<Vec<Json>>,
+    /// The chunk reached the end of the table.
+    end: bool,
+}
+
+enum ChunkFailure {
+    Sql(mysql_async::Error),
+    Shadow(ShadowError),
+}
+
+impl From<mysql_async::Error> for ChunkFailure {
+    fn from(e: mysql_async::Error) -> Self {
+        ChunkFailure::Sql(e)
+    }
+}
+
+impl From<ShadowError> for ChunkFailure {
+    fn from(e: ShadowError) -> Self {
+        ChunkFailure::Shadow(e)
+    }
+}
+
+/// Keys `(lo, hi]` (`None`: unbounded) for the checksum; `split` ranges are cut into chunks
+/// sized by time, the others are checked in one snapshot.
+struct Range {
+    lo: Option<Vec<Json>>,
+    hi: Option<Vec<Json>>,
+    split: bool,
 }
 
 enum Side {
@@ -457,6 +552,9 @@ impl Shadow {
             ));
         }
         let layout = layout(spec, original, &shadow_table).map_err(|r| refused(spec, r))?;
+        if spec.defer_indexes {
+            defer_indexes(c, conn, spec, &shadow_table).await?;
+        }
         let shadow = Shadow {
             spec: spec.clone(),
             layout,
@@ -470,7 +568,7 @@ impl Shadow {
         // The three triggers appear at once, under LOCK TABLES. Added one by one, MariaDB
         // 10.11 fails server-side prepared statements that run in between with "Table
         // '<shadow>' doesn't exist" (MDEV-26048; reproduced by this crate's tests).
-        ddl(
+        ddl_tried(
             c,
             conn,
             &format!(
@@ -505,7 +603,12 @@ impl Shadow {
         Ok(())
     }
 
-    /// Copies the rows with a key above `checkpoint` (all rows for `None`) in key order.
+    /// Copies the rows with a key above `checkpoint` (all rows for `None`) in key order, and
+    /// verifies them as it goes: a second connection checksums each chunk once it is committed
+    /// (after a resume, everything up to the checkpoint first), then the rows beyond the last
+    /// chunk. Indexes left out of the shadow (see [`ShadowSpec::defer_indexes`]) are added at
+    /// the end. Returns once the shadow is ready to be swapped in.
+    ///
     /// `on_chunk` runs after each committed chunk; persist its checkpoint to resume later.
     /// Dropping the returned future (or a crash) at any point loses nothing: resume from the
     /// last checkpoint reported.
@@ -514,12 +617,35 @@ impl Shadow {
         conn: &ShardConn,
         checkpoint: Option<String>,
         options: &CopyOptions,
-        mut on_chunk: impl FnMut(&Progress),
+        on_chunk: impl FnMut(&Progress),
     ) -> Result<Progress, ShadowError> {
-        let mut lo = match &checkpoint {
+        let lo = match &checkpoint {
             Some(text) => Some(self.parse_checkpoint(text)?),
             None => None,
         };
+        let (ranges, copied) = tokio::sync::mpsc::unbounded_channel();
+        if let Some(done) = &lo {
+            let _ = ranges.send(Range {
+                lo: None,
+                hi: Some(done.clone()),
+                split: true,
+            });
+        }
+        let copying = self.copy_rows(conn, lo, checkpoint, options, on_chunk, ranges);
+        let verifying = self.verify(conn, copied, options.max_threads_running);
+        let (progress, ()) = tokio::try_join!(copying, verifying)?;
+        Ok(progress)
+    }
+
+    async fn copy_rows(
+        &self,
+        conn: &ShardConn,
+        mut lo: Option<Vec<Json>>,
+        checkpoint: Option<String>,
+        options: &CopyOptions,
+        mut on_chunk: impl FnMut(&Progress),
+        ranges: tokio::sync::mpsc::UnboundedSender<Range>,
+    ) -> Result<Progress, ShadowError> {
         let mut c = conn.conn().await?;
         set_copy_mode(&mut c, conn).await?;
         c.query_drop("SET SESSION time_zone = @@global.time_zone")
@@ -540,36 +666,130 @@ impl Shadow {
             throttle(&mut c, conn, options.max_threads_running).await?;
             wait_for_replicas(conn, options).await?;
             let chunk_started = Instant::now();
-            let sql = self.copy_sql(lo.is_some());
-            let mut params = self.range_params(lo.as_deref(), None);
-            params.push(Value::UInt(size));
-            let read = self
-                .copy_chunk(&mut c, conn, &sql, params, &mut duplicates_explained)
+            let chunk = self
+                .copy_chunk(&mut c, conn, lo.as_deref(), size, &mut duplicates_explained)
                 .await?;
-            if read > 0 {
-                lo = Some(self.last_copied(&mut c, conn).await?);
+            if let Some(last) = chunk.last {
+                // The verifier only stops early on an error, which the caller gets from it.
+                let _ = ranges.send(Range {
+                    lo: lo.clone(),
+                    hi: Some(last.clone()),
+                    split: false,
+                });
+                lo = Some(last);
             }
-            progress.rows_copied += read;
+            progress.rows_copied += chunk.read;
             progress.chunk_size = size;
             progress.rows_per_sec =
                 progress.rows_copied as f64 / started.elapsed().as_secs_f64().max(1e-3);
             progress.checkpoint = lo.as_ref().map(|k| Json::Array(k.clone()).to_string());
-            tracing::debug!(table = %self.spec.table, read, size, elapsed_ms = chunk_started.elapsed().as_millis() as u64, "copied a chunk");
+            tracing::debug!(table = %self.spec.table, read = chunk.read, size, elapsed_ms = chunk_started.elapsed().as_millis() as u64, "copied a chunk");
             on_chunk(&progress);
-            // A short chunk reached the end of the table: rows inserted from now on are the
+            // The chunk reached the end of the table: rows inserted from now on are the
             // triggers' to copy.
-            if read < size {
+            if chunk.end {
+                let _ = ranges.send(Range {
+                    lo,
+                    hi: None,
+                    split: true,
+                });
+                drop(ranges);
+                self.add_deferred_indexes(&mut c, conn).await?;
                 return Ok(progress);
             }
             size = next_chunk_size(size, chunk_started.elapsed(), options.target_chunk_time);
         }
     }
 
+    /// Adds the indexes [`ShadowSpec::defer_indexes`] left out (all in one `ALTER`, built
+    /// in place while the triggers keep writing), then checks that the shadow has exactly the
+    /// indexes the plan's statements give the table, in the same order.
+    async fn add_deferred_indexes(
+        &self,
+        c: &mut Conn,
+        conn: &ShardConn,
+    ) -> Result<(), ShadowError> {
+        if !self.spec.defer_indexes {
+            return Ok(());
+        }
+        let Some(expected) = target_indexes(c, conn, &self.spec).await? else {
+            return Ok(());
+        };
+        let indexes = |table: Option<Table>| -> Result<Vec<String>, ShadowError> {
+            let table = table.ok_or_else(|| refused(&self.spec, "the shadow table is gone"))?;
+            Ok(table.indexes.into_iter().map(|i| i.definition).collect())
+        };
+        let now = indexes(show_create(c, conn, &self.spec.database, &self.spec.shadow).await?)?;
+        // Plain indexes keep the order they were added in: from the first missing one on,
+        // every index is (dropped and) added again in the planned order.
+        let first = expected.iter().position(|i| !now.contains(&i.definition));
+        let missing: Vec<String> = expected[first.unwrap_or(expected.len())..]
+            .iter()
+            .flat_map(|i| {
+                let drop = now
+                    .contains(&i.definition)
+                    .then(|| format!("DROP INDEX {}", quote_ident(&i.name)));
+                drop.into_iter().chain([format!("ADD {}", i.definition)])
+            })
+            .collect();
+        let expected: Vec<String> = expected.into_iter().map(|i| i.definition).collect();
+        if !missing.is_empty() {
+            // The ALTER waits for the metadata lock of the shadow, which every write to the
+            // table takes through the triggers: waiting long would hold those writes up.
+            c.query_drop("SET SESSION lock_wait_timeout = 1")
+                .await
+                .map_err(|e| conn.query_error("setting lock_wait_timeout", e))?;
+            let started = Instant::now();
+            ddl(
+                c,
+                conn,
+                &format!(
+                    "ALTER TABLE {} {}, ALGORITHM=INPLACE, LOCK=NONE",
+                    self.spec.shadow_name(),
+                    missing.join(", ")
+                ),
+                "adding the shadow's secondary indexes",
+            )
+            .await?;
+            tracing::debug!(table = %self.spec.table, indexes = missing.len(), elapsed_ms = started.elapsed().as_millis() as u64, "added the shadow's secondary indexes");
+        }
+        let done = indexes(show_create(c, conn, &self.spec.database, &self.spec.shadow).await?)?;
+        if done != expected {
+            return Err(refused(
+                &self.spec,
+                format!(
+                    "after the copy the shadow has the indexes [{}], but the plan's statements \
+                     give [{}]; cancel the deployment and report this",
+                    done.join(", "),
+                    expected.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checksums the ranges the copy sends, in order, on a connection of its own.
+    async fn verify(
+        &self,
+        conn: &ShardConn,
+        mut ranges: tokio::sync::mpsc::UnboundedReceiver<Range>,
+        max_threads_running: u64,
+    ) -> Result<(), ShadowError> {
+        let mut c = conn.conn().await?;
+        let mut size = FIRST_CHUNK;
+        while let Some(range) = ranges.recv().await {
+            self.verify_range(&mut c, conn, range, &mut size, max_threads_running)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Compares the table and the shadow chunk by chunk: row count plus a NULL-safe hash of
     /// every row over the columns both have (renamed columns under their new name). Each chunk
     /// reads both tables in one `START TRANSACTION WITH CONSISTENT SNAPSHOT`: the triggers
     /// write the shadow in the writer's own transaction, so any snapshot sees the two
-    /// consistent, even while the application writes. Call it after [`Shadow::copy`] finished.
+    /// consistent, even while the application writes. [`Shadow::copy`] already does this as
+    /// it goes; this is the same check again over the whole table.
     ///
     /// Left out of the comparison: generated columns, and columns whose type changes (their
     /// values may print differently, e.g. `DECIMAL(5,1)` to `DECIMAL(6,2)`). Widenings that
@@ -578,40 +798,71 @@ impl Shadow {
     /// copy, which fails on any truncation or conversion.
     pub async fn checksum(&self, conn: &ShardConn) -> Result<(), ShadowError> {
         let mut c = conn.conn().await?;
-        let mut lo: Option<Vec<Json>> = None;
+        let whole = Range {
+            lo: None,
+            hi: None,
+            split: true,
+        };
         let mut size = FIRST_CHUNK;
+        let max = CopyOptions::default().max_threads_running;
+        self.verify_range(&mut c, conn, whole, &mut size, max).await
+    }
+
+    async fn verify_range(
+        &self,
+        c: &mut Conn,
+        conn: &ShardConn,
+        range: Range,
+        size: &mut u64,
+        max_threads_running: u64,
+    ) -> Result<(), ShadowError> {
+        let mut lo = range.lo;
         loop {
-            throttle(&mut c, conn, CopyOptions::default().max_threads_running).await?;
+            throttle(c, conn, max_threads_running).await?;
             let started = Instant::now();
-            let hi = self.boundary(&mut c, conn, lo.as_deref(), size).await?;
-            let params = self.range_params(lo.as_deref(), hi.as_deref());
-            let (table, shadow) = {
-                let mut tx = c.start_transaction(snapshot()).await.map_err(|e| {
-                    conn.query_error("starting a consistent snapshot for the checksum", e)
-                })?;
-                let sql_table = self.checksum_sql(Side::Table, lo.is_some(), hi.is_some());
-                let sql_shadow = self.checksum_sql(Side::Shadow, lo.is_some(), hi.is_some());
-                let context = format!("checksumming `{}`", self.spec.table);
-                let table = sums(tx.exec_first(sql_table, params.clone()).await)
-                    .map_err(|e| conn.query_error(&context, e))?;
-                let shadow = sums(tx.exec_first(sql_shadow, params).await)
-                    .map_err(|e| conn.query_error(&context, e))?;
-                tx.commit()
-                    .await
-                    .map_err(|e| conn.query_error(&context, e))?;
-                (table, shadow)
+            let hi = match range.split {
+                true => self
+                    .boundary(c, conn, lo.as_deref(), range.hi.as_deref(), *size)
+                    .await?
+                    .or_else(|| range.hi.clone()),
+                false => range.hi.clone(),
             };
-            if table != shadow {
-                return Err(self
-                    .mismatch(&mut c, conn, lo.as_deref(), hi.as_deref(), table, shadow)
-                    .await);
+            self.compare(c, conn, lo.as_deref(), hi.as_deref()).await?;
+            if !range.split || hi == range.hi {
+                return Ok(());
             }
-            match hi {
-                Some(hi) => lo = Some(hi),
-                None => return Ok(()),
-            }
-            size = next_chunk_size(size, started.elapsed(), CHECKSUM_CHUNK_TIME);
+            *size = next_chunk_size(*size, started.elapsed(), CHECKSUM_CHUNK_TIME);
+            lo = hi;
         }
+    }
+
+    /// Checksums keys `(lo, hi]` of both tables in one snapshot.
+    async fn compare(
+        &self,
+        c: &mut Conn,
+        conn: &ShardConn,
+        lo: Option<&[Json]>,
+        hi: Option<&[Json]>,
+    ) -> Result<(), ShadowError> {
+        let params = self.range_params(lo, hi);
+        let context = format!("checksumming `{}`", self.spec.table);
+        let mut tx = c
+            .start_transaction(snapshot())
+            .await
+            .map_err(|e| conn.query_error("starting a consistent snapshot for the checksum", e))?;
+        let sql_table = self.checksum_sql(Side::Table, lo.is_some(), hi.is_some());
+        let sql_shadow = self.checksum_sql(Side::Shadow, lo.is_some(), hi.is_some());
+        let table = sums(tx.exec_first(sql_table, params.clone()).await)
+            .map_err(|e| conn.query_error(&context, e))?;
+        let shadow = sums(tx.exec_first(sql_shadow, params).await)
+            .map_err(|e| conn.query_error(&context, e))?;
+        tx.commit()
+            .await
+            .map_err(|e| conn.query_error(&context, e))?;
+        if table != shadow {
+            return Err(self.mismatch(c, conn, lo, hi, table, shadow).await);
+        }
+        Ok(())
     }
 
     /// Drops the triggers, then the shadow (in that order: a trigger whose shadow is gone
@@ -690,9 +941,12 @@ impl Shadow {
                 let body = match event {
                     "DELETE" => format!("BEGIN {tag} DELETE FROM {shadow} WHERE {old_key}; END"),
                     // A changed key moves the row: remove it under its old key first.
+                    // Only then: a DELETE that finds no row locks the gap where it would be,
+                    // and two writers holding a gap lock each, each inserting into that gap,
+                    // deadlock.
                     "UPDATE" if exact => format!(
-                        "BEGIN {tag} DELETE FROM {shadow} WHERE {old_key} AND NOT ({key_kept}); \
-                         {replace} END"
+                        "BEGIN {tag} IF NOT ({key_kept}) THEN DELETE FROM {shadow} WHERE \
+                         {old_key}; END IF; {replace} END"
                     ),
                     // The shadow's index has more columns than the key: REPLACE would keep
                     // the row under its old value of those.
@@ -827,23 +1081,24 @@ impl Shadow {
         params
     }
 
-    /// The last key of the next checksum chunk of `size` rows above `lo`, or `None` if fewer
-    /// rows are left (the final chunk then has no upper bound).
+    /// The last key of the next checksum chunk of `size` rows above `lo` (and up to `hi`), or
+    /// `None` if fewer rows are left there (the chunk then ends at `hi`).
     async fn boundary(
         &self,
         c: &mut Conn,
         conn: &ShardConn,
         lo: Option<&[Json]>,
+        hi: Option<&[Json]>,
         size: u64,
     ) -> Result<Option<Vec<Json>>, ShadowError> {
         let sql = format!(
             "SELECT {} FROM {}{} ORDER BY {} LIMIT 1 OFFSET ?",
             self.key_select(),
             self.source(&Side::Table),
-            self.range_where(lo.is_some(), false),
+            self.range_where(lo.is_some(), hi.is_some()),
             self.key_order()
         );
-        let mut params = self.range_params(lo, None);
+        let mut params = self.range_params(lo, hi);
         params.push(Value::UInt(size.saturating_sub(1)));
         let row: Option<Row> = c
             .exec_first(sql, params)
@@ -870,90 +1125,119 @@ impl Shadow {
             .collect()
     }
 
-    /// One chunk: the next `LIMIT ?` rows above the lower bound, in key order. Each row read
-    /// stores its key in session variables, so the chunk's last key costs no second scan
-    /// (rows come in index order: the index is forced and matches the ORDER BY).
-    fn copy_sql(&self, lower: bool) -> String {
-        // LOCK IN SHARE MODE makes the copy read the latest committed rows and hold them until
-        // the chunk commits. Without it, the copy could read a row, a concurrent DELETE (or a
-        // key-changing UPDATE) could commit and its trigger find nothing to delete in the
-        // shadow yet, and the chunk would then insert the stale row, which nothing ever removes.
-        // With it, the writer waits for the chunk (its trigger then deletes the copied row) or
-        // the chunk waits for the writer (and no longer sees the row). The gap locks also hold
-        // back inserts into the range while it is copied. Rows the triggers put in first win:
-        // INSERT IGNORE skips them, as their values are newer.
-        let range = self.range_where(lower, false);
-        let capture = self
-            .layout
-            .key
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, k)| format!("(@_sg_key{i} := {}) IS NOT NULL", k.raw_expr()))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let condition = if range.is_empty() {
-            format!(" WHERE {capture}")
-        } else {
-            format!("{range} AND {capture}")
-        };
+    /// A chunk's first statement: locks the next `size` rows above the lower bound (InnoDB
+    /// locks every row it reads, the skipped ones too) and returns the last one's key, or
+    /// nothing when fewer rows are left (it has then locked them all, up to the end).
+    ///
+    /// LOCK IN SHARE MODE makes the copy read the latest committed rows and hold them until
+    /// the chunk commits. Without it, the copy could read a row, a concurrent DELETE (or a
+    /// key-changing UPDATE) could commit and its trigger find nothing to delete in the shadow
+    /// yet, and the chunk would then insert the stale row, which nothing ever removes. With
+    /// it, the writer waits for the chunk (its trigger then deletes the copied row) or the
+    /// chunk waits for the writer (and no longer sees the row). The gap locks also hold back
+    /// inserts into the range while it is copied.
+    ///
+    /// Taking every lock of the table's rows before touching the shadow is what keeps the copy
+    /// out of deadlocks with writers: a writer locks its row of the table, then (through the
+    /// trigger) the shadow's; a copy that took the shadow's locks (INSERT IGNORE locks the
+    /// rows it finds already there, and the gaps before them) and then waited for a row of the
+    /// table would lock in the opposite order.
+    fn lock_sql(&self, lower: bool) -> String {
         format!(
-            "INSERT IGNORE INTO {} ({}) SELECT {} FROM {}{condition} ORDER BY {} LIMIT ? \
-             LOCK IN SHARE MODE",
-            self.spec.shadow_name(),
-            self.column_list(Side::Shadow),
-            self.column_list(Side::Table),
+            "SELECT {} FROM {}{} ORDER BY {} LIMIT 1 OFFSET ? LOCK IN SHARE MODE",
+            self.key_select(),
             self.source(&Side::Table),
+            self.range_where(lower, false),
             self.key_order()
         )
     }
 
-    /// The key of the last row the chunk just read, from the session variables it set.
-    async fn last_copied(&self, c: &mut Conn, conn: &ShardConn) -> Result<Vec<Json>, ShadowError> {
-        let variables = self
+    /// The chunk's copy, of rows it already holds. Rows the triggers put in first win: INSERT
+    /// IGNORE skips them, as their values are newer.
+    fn insert_sql(&self, lower: bool, upper: bool) -> String {
+        format!(
+            "INSERT IGNORE INTO {} ({}) SELECT {} FROM {}{} ORDER BY {} LOCK IN SHARE MODE",
+            self.spec.shadow_name(),
+            self.column_list(Side::Shadow),
+            self.column_list(Side::Table),
+            self.source(&Side::Table),
+            self.range_where(lower, upper),
+            self.key_order()
+        )
+    }
+
+    /// The last key above the lower bound (for the final chunk, which has no upper bound).
+    fn last_key_sql(&self, lower: bool) -> String {
+        let descending = self
             .layout
             .key
             .columns
             .iter()
-            .enumerate()
-            .map(|(i, k)| match k.kind {
-                KeyKind::Binary => format!("HEX(@_sg_key{i})"),
-                _ => format!("@_sg_key{i}"),
-            })
+            .map(|k| format!("{} DESC", quote_ident(&k.name)))
             .collect::<Vec<_>>()
             .join(", ");
-        let row: Option<Row> = c
-            .exec_first(format!("SELECT {variables}"), ())
-            .await
-            .map_err(|e| conn.query_error("reading the chunk's last key", e))?;
-        let row = row.ok_or_else(|| refused(&self.spec, "the chunk's last key is unreadable"))?;
-        self.key_from_row(&row, 0)
+        format!(
+            "SELECT {} FROM {}{} ORDER BY {descending} LIMIT 1",
+            self.key_select(),
+            self.source(&Side::Table),
+            self.range_where(lower, false),
+        )
     }
 
+    /// Copies the next `size` rows above `lo` in one transaction, retried when it loses a
+    /// deadlock or times out on a row lock (both roll back all of it).
     async fn copy_chunk(
         &self,
         c: &mut Conn,
         conn: &ShardConn,
-        sql: &str,
-        params: Vec<Value>,
+        lo: Option<&[Json]>,
+        size: u64,
         duplicates_explained: &mut bool,
-    ) -> Result<u64, ShadowError> {
+    ) -> Result<Chunk, ShadowError> {
         let mut attempt = 1;
         loop {
-            match c.exec_drop(sql, params.clone()).await {
-                Ok(()) => break,
-                Err(e) if is_lock_conflict(&e) && attempt < CHUNK_ATTEMPTS => {
+            let result = self
+                .try_chunk(c, conn, lo, size, duplicates_explained)
+                .await;
+            if result.is_err() {
+                // Best effort: a broken connection has rolled back already.
+                let _ = c.query_drop("ROLLBACK").await;
+            }
+            match result {
+                Ok(chunk) => return Ok(chunk),
+                Err(ChunkFailure::Sql(e)) if is_lock_conflict(&e) && attempt < CHUNK_ATTEMPTS => {
                     tracing::debug!(table = %self.spec.table, error = %e, "retrying a chunk");
                     tokio::time::sleep(RETRY_PAUSE * attempt).await;
                     attempt += 1;
                 }
-                Err(e) => {
+                Err(ChunkFailure::Sql(e)) => {
                     return Err(conn
                         .query_error(format!("copying rows of `{}`", self.spec.table), e)
                         .into())
                 }
+                Err(ChunkFailure::Shadow(e)) => return Err(e),
             }
         }
+    }
+
+    async fn try_chunk(
+        &self,
+        c: &mut Conn,
+        conn: &ShardConn,
+        lo: Option<&[Json]>,
+        size: u64,
+        duplicates_explained: &mut bool,
+    ) -> Result<Chunk, ChunkFailure> {
+        c.query_drop("START TRANSACTION").await?;
+        let mut params = self.range_params(lo, None);
+        params.push(Value::UInt(size.saturating_sub(1)));
+        let hi: Option<Row> = c.exec_first(self.lock_sql(lo.is_some()), params).await?;
+        let hi = hi.map(|row| self.key_from_row(&row, 0)).transpose()?;
+        c.exec_drop(
+            self.insert_sql(lo.is_some(), hi.is_some()),
+            self.range_params(lo, hi.as_deref()),
+        )
+        .await?;
         // `Records: N  Duplicates: D  Warnings: W`: N counts the rows read, including those
         // the triggers had already put in the shadow.
         let info = c.info().into_owned();
@@ -970,7 +1254,19 @@ impl Shadow {
         if c.get_warnings() > 0 {
             self.check_warnings(c, conn, duplicates_explained).await?;
         }
-        Ok(read)
+        let end = hi.is_none();
+        let last = match hi {
+            Some(hi) => Some(hi),
+            None if read > 0 => {
+                let row: Option<Row> = c
+                    .exec_first(self.last_key_sql(lo.is_some()), self.range_params(lo, None))
+                    .await?;
+                row.map(|row| self.key_from_row(&row, 0)).transpose()?
+            }
+            None => None,
+        };
+        c.query_drop("COMMIT").await?;
+        Ok(Chunk { read, last, end })
     }
 
     /// INSERT IGNORE turns every error into a warning: a duplicate under the shared key only
@@ -1077,30 +1373,20 @@ impl Shadow {
         Ok(values)
     }
 
-    /// `QUOTE` is NULL-safe (NULL gives the bare word NULL, strings are quoted and escaped), so
-    /// joining quoted values is unambiguous; `CAST(… AS BINARY)` avoids mixing collations.
+    /// The compared columns as one string per row (see [`Compared::expr`]). Byte strings go
+    /// in as `BINARY`, so columns of different collations never meet in one `CONCAT_WS`.
     fn row_text_expr(&self, side: &Side) -> String {
-        let parts: Vec<String> = self
-            .layout
-            .compared
-            .iter()
-            .map(|(from, to)| {
-                let name = match side {
-                    Side::Table => from,
-                    Side::Shadow => to,
-                };
-                format!("QUOTE(CAST({} AS BINARY))", quote_ident(name))
-            })
-            .collect();
+        let parts: Vec<String> = self.layout.compared.iter().map(|c| c.expr(side)).collect();
         format!("CONCAT_WS(',', {})", parts.join(", "))
     }
 
+    /// Row count and the XOR of every row's CRC32, the hash pt-table-checksum uses by default.
+    /// A cheap row text matters more than a wider hash: the row text is most of the checksum's
+    /// cost, and the checksum is a large part of the time to ready.
     fn checksum_sql(&self, side: Side, lower: bool, upper: bool) -> String {
-        // Two different 32-bit CRCs make a 64-bit row hash at about half the cost of MD5: the
-        // checksum is the largest part of the time to ready.
-        let row = self.row_text_expr(&side);
         format!(
-            "SELECT COUNT(*), BIT_XOR((CRC32({row}) << 32) | CRC32C({row})) FROM {}{}",
+            "SELECT COUNT(*), BIT_XOR(CRC32({})) FROM {}{}",
+            self.row_text_expr(&side),
             self.source(&side),
             self.range_where(lower, upper)
         )
@@ -1274,7 +1560,7 @@ impl Shadow {
             .layout
             .compared
             .iter()
-            .map(|(from, _)| from.as_str())
+            .map(|c| c.from.as_str())
             .collect();
         let differences: Vec<String> = self
             .layout
@@ -1412,6 +1698,85 @@ async fn set_copy_mode(c: &mut Conn, conn: &ShardConn) -> Result<(), LiveError> 
     .map_err(|e| conn.query_error("setting the session's sql_mode", e))
 }
 
+/// The indexes the plan's statements give the table, worked out on an empty
+/// temporary clone; `None` when the server cannot make that clone (InnoDB temporary tables
+/// take no FULLTEXT or SPATIAL index, no compressed row format): a statement that fails there
+/// fails the same way every time, so nothing was deferred for such a table.
+async fn target_indexes(
+    c: &mut Conn,
+    conn: &ShardConn,
+    spec: &ShadowSpec,
+) -> Result<Option<Vec<crate::schema::Index>>, LiveError> {
+    // Within 64 characters like the triggers' names; temporary, so only this session sees it.
+    let name = format!("{}_tmp", spec.trigger_prefix);
+    let qualified = qualify(&spec.database, &name);
+    let mut statements = vec![format!(
+        "CREATE TEMPORARY TABLE {qualified} LIKE {}",
+        spec.table_name()
+    )];
+    for statement in &spec.statements {
+        match rewrite_alter(statement, &spec.table, &qualified) {
+            Some(rewritten) => statements.push(rewritten),
+            None => return Ok(None),
+        }
+    }
+    let mut made = Ok(());
+    for statement in statements {
+        made = c.query_drop(statement).await;
+        if made.is_err() {
+            break;
+        }
+    }
+    let clone = match made {
+        Ok(()) => show_create(c, conn, &spec.database, &name).await,
+        Err(mysql_async::Error::Server(_)) => Ok(None),
+        Err(e) => Err(conn.query_error("making a temporary clone of the table", e)),
+    };
+    c.query_drop(format!("DROP TEMPORARY TABLE IF EXISTS {qualified}"))
+        .await
+        .map_err(|e| conn.query_error("dropping the temporary clone", e))?;
+    Ok(clone?.map(|t| t.indexes))
+}
+
+/// Drops the new shadow's plain secondary indexes (see [`ShadowSpec::defer_indexes`]) when
+/// the copy can add them back exactly: only when a temporary clone shows the same indexes (the
+/// copy works out the missing ones from it) and no SPATIAL or FULLTEXT index would change
+/// places with them.
+async fn defer_indexes(
+    c: &mut Conn,
+    conn: &ShardConn,
+    spec: &ShadowSpec,
+    shadow: &Table,
+) -> Result<(), LiveError> {
+    let plain: Vec<&crate::schema::Index> = shadow
+        .indexes
+        .iter()
+        .filter(|i| i.kind == IndexKind::Plain)
+        .collect();
+    let special = shadow
+        .indexes
+        .iter()
+        .any(|i| matches!(i.kind, IndexKind::Fulltext | IndexKind::Spatial));
+    if plain.is_empty() || special {
+        return Ok(());
+    }
+    if target_indexes(c, conn, spec).await?.as_ref() != Some(&shadow.indexes) {
+        return Ok(());
+    }
+    let drops = plain
+        .iter()
+        .map(|i| format!("DROP INDEX {}", quote_ident(&i.name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    ddl(
+        c,
+        conn,
+        &format!("ALTER TABLE {} {drops}", spec.shadow_name()),
+        "leaving the shadow's secondary indexes for after the copy",
+    )
+    .await
+}
+
 async fn cleanup_with(
     c: &mut Conn,
     conn: &ShardConn,
@@ -1436,7 +1801,7 @@ async fn drop_triggers_with(
     // Reverse order of creation: the insert trigger goes first, so the others keep the
     // shadow right for as long as anything still writes it.
     for (name, _) in spec.triggers().iter().rev() {
-        ddl(
+        ddl_tried(
             c,
             conn,
             &format!("DROP TRIGGER IF EXISTS {}", qualify(&spec.database, name)),
@@ -1547,6 +1912,11 @@ async fn show_create(
         });
     }
     let create: String = cell(&row, 1).unwrap_or_default();
+    // The temporary clone of `target_indexes` shows as one; its body reads the same.
+    let create = match create.strip_prefix("CREATE TEMPORARY TABLE ") {
+        Some(rest) => format!("CREATE TABLE {rest}"),
+        None => create,
+    };
     Table::parse_canonical(&create)
         .map(Some)
         .map_err(|source| LiveError::Canonical {
@@ -1641,6 +2011,61 @@ async fn ddl(c: &mut Conn, conn: &ShardConn, sql: &str, context: &str) -> Result
             Err(e) => return Err(conn.query_error(context, e)),
         }
     }
+}
+
+/// Runs a DDL statement that needs a metadata lock the application's sessions take too (on
+/// the live table, or on the shadow its triggers write), without ever queueing for it: a
+/// queued request holds up every session that comes after it, so a long transaction on the
+/// table would stall all writes behind the tool. Each try gives up at once
+/// (`lock_wait_timeout = 0`); tries repeat every millisecond for [`MDL_TRY_BUDGET`], then
+/// again after growing pauses, for at most [`MDL_PATIENCE`].
+async fn ddl_tried(
+    c: &mut Conn,
+    conn: &ShardConn,
+    sql: &str,
+    context: &str,
+) -> Result<(), LiveError> {
+    c.query_drop("SET @_sg_lock_wait = @@session.lock_wait_timeout, SESSION lock_wait_timeout = 0")
+        .await
+        .map_err(|e| conn.query_error("setting lock_wait_timeout", e))?;
+    let started = Instant::now();
+    let mut round = 0;
+    let outcome = 'rounds: loop {
+        let deadline = Instant::now() + MDL_TRY_BUDGET;
+        let busy = loop {
+            match c.query_drop(sql).await {
+                Ok(()) => break 'rounds Ok(()),
+                Err(e) if is_lock_conflict(&e) => {
+                    if Instant::now() > deadline {
+                        break e;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(e) => break 'rounds Err(e),
+            }
+        };
+        if started.elapsed() > MDL_PATIENCE {
+            break Err(busy);
+        }
+        round += 1;
+        tracing::info!(error = %busy, round, "{context}: the table is in use; trying again");
+        tokio::time::sleep(RETRY_PAUSE * round.min(10)).await;
+    };
+    let restored = c
+        .query_drop("SET SESSION lock_wait_timeout = @_sg_lock_wait")
+        .await
+        .map_err(|e| conn.query_error("restoring lock_wait_timeout", e));
+    outcome.map_err(|e| {
+        conn.query_error(
+            format!(
+                "{context} (the table stayed in use by other sessions for {} s; a long \
+                 transaction may hold it: run again later)",
+                MDL_PATIENCE.as_secs()
+            ),
+            e,
+        )
+    })?;
+    restored
 }
 
 fn is_lock_conflict(e: &mysql_async::Error) -> bool {
@@ -2178,7 +2603,12 @@ fn layout(spec: &ShadowSpec, original: &Table, shadow: &Table) -> Result<Layout,
         columns.push((column_now.name.clone(), new.name.clone()));
         if same_type(column_now, original, new, shadow) || widens(column_now, original, new, shadow)
         {
-            compared.push((column_now.name.clone(), new.name.clone()));
+            compared.push(Compared {
+                from: column_now.name.clone(),
+                to: new.name.clone(),
+                bytes: !prints_plain(column_now) || !prints_plain(new),
+                nullable: column_now.nullable || new.nullable,
+            });
         }
         if let Some(shift) = zone_shift(column_now, new) {
             shifts.push((column_now.name.clone(), shift));
@@ -2408,6 +2838,7 @@ mod tests {
             trigger_prefix: "p".into(),
             statements: vec![],
             renames: vec![],
+            defer_indexes: true,
         };
         let layout = layout(&spec, &original, &original).unwrap();
         let shadow = Shadow {
@@ -2455,9 +2886,10 @@ mod tests {
             trigger_prefix: "p".into(),
             statements: vec![],
             renames: vec![],
+            defer_indexes: true,
         };
         let l = layout(&spec, &a, &b).unwrap();
-        let compared: Vec<&str> = l.compared.iter().map(|(c, _)| c.as_str()).collect();
+        let compared: Vec<&str> = l.compared.iter().map(|c| c.from.as_str()).collect();
         assert_eq!(compared, ["id", "n"]);
         assert!(matches!(&l.checks[0], DataCheck::Fits { column, .. } if column == "v"));
         assert!(matches!(&l.checks[1], DataCheck::NotNull { column } if column == "n"));
