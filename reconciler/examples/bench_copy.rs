@@ -17,7 +17,9 @@
 //! the sandbox's 128M), `REDO_LOG_MB` (512; 0 keeps the sandbox's 64M), `CONTENDERS`
 //! (`schemagate,pt-osc,native`), `PTOSC` (`pt-online-schema-change`), `RESULTS` (a JSON file
 //! for the raw timings), `DIAG=1` (also time single-statement variants of the copy and the
-//! checksum, to show where schemagate's time goes).
+//! checksum, to show where schemagate's time goes), `RUST_LOG=reconciler=debug` (the engine's
+//! chunk and index-build log lines on stderr), `COPY_THREADS` (2), `DEFER_INDEXES` (1; 0 keeps
+//! the secondary index in the shadow during the copy, as on a shard with replicas).
 
 mod bench;
 
@@ -144,6 +146,15 @@ struct Timing {
     note: String,
 }
 
+/// The defaults, with `COPY_THREADS` if set.
+fn copy_options() -> CopyOptions {
+    let defaults = CopyOptions::default();
+    CopyOptions {
+        threads: env_or("COPY_THREADS", defaults.threads),
+        ..defaults
+    }
+}
+
 async fn run_schemagate(
     conn: &ShardConn,
     c: &mut Conn,
@@ -158,7 +169,7 @@ async fn run_schemagate(
         trigger_prefix: format!("_sgbench{round}_tr_{table}"),
         statements: vec![format!("ALTER TABLE `{table}` {ALTER_CLAUSES}")],
         renames: vec![],
-        defer_indexes: true,
+        defer_indexes: env_or("DEFER_INDEXES", 1u8) == 1,
     };
     let load = loadavg();
     let t0 = Instant::now();
@@ -168,7 +179,7 @@ async fn run_schemagate(
     let mut sizes = Vec::new();
     let mut last_chunk = t1;
     let progress = shadow
-        .copy(conn, None, &CopyOptions::default(), |p| {
+        .copy(conn, None, &copy_options(), |p| {
             chunks += 1;
             sizes.push(p.chunk_size);
             last_chunk = Instant::now();
@@ -438,6 +449,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // RUST_LOG=reconciler=debug shows each chunk and the index build.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rows: u64 = env_or("ROWS", 1_000_000);
     let rounds: usize = env_or("ROUNDS", 5);
     let pool_mb: u64 = env_or("BUFFER_POOL_MB", 1024);

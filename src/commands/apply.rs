@@ -37,6 +37,10 @@ pub struct Args {
     /// about this long.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub chunk_time: std::time::Duration,
+    /// Connections copying rows of one table at once (chunks are still taken in key order;
+    /// their copying overlaps).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub copy_threads: u16,
     /// How long the previous version of a replaced table is kept after the seal (revert window).
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     pub keep_old: std::time::Duration,
@@ -65,6 +69,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         keep_old: args.keep_old,
         copy: deploy::shadow::CopyOptions {
             target_chunk_time: args.chunk_time,
+            threads: args.copy_threads.into(),
             ..Default::default()
         },
         keep_dropped: args.keep_dropped,

@@ -110,6 +110,9 @@ pub struct CopyOptions {
     /// `max_replica_lag` or does not replicate at all.
     pub replicas: Vec<ShardConn>,
     pub max_replica_lag: Duration,
+    /// Connections copying at once. Chunks are still handed out in key order (each is
+    /// locked before the next one's bounds are known); what overlaps is their copying.
+    pub threads: usize,
 }
 
 impl Default for CopyOptions {
@@ -121,6 +124,7 @@ impl Default for CopyOptions {
             max_threads_running: 50,
             replicas: Vec::new(),
             max_replica_lag: Duration::from_secs(5),
+            threads: 2,
         }
     }
 }
@@ -360,8 +364,60 @@ struct Chunk {
     read: u64,
     /// The last key copied, if any row was.
     last: Option<Vec<Json>>,
-    /// The chunk reached the end of the table.
+}
+
+/// Where the copy stands: the next chunk's lower bound and size. A worker holds it while it
+/// locks its chunk's rows, which is when the next chunk's lower bound becomes known.
+struct Cursor {
+    lo: Option<Vec<Json>>,
+    /// The next chunk's number (chunks are numbered in key order).
+    next: u64,
+    size: u64,
     end: bool,
+}
+
+/// Chunks finish out of order; the checkpoint only moves past a chunk once every chunk
+/// below it has finished.
+struct Tally<F> {
+    progress: Progress,
+    /// The last key of the finished prefix.
+    last: Option<Vec<Json>>,
+    /// Finished chunks above the prefix: number → last key.
+    finished: HashMap<u64, Option<Vec<Json>>>,
+    /// The first chunk not in the prefix.
+    contiguous: u64,
+    started: Instant,
+    on_chunk: F,
+}
+
+impl<F: FnMut(&Progress)> Tally<F> {
+    fn finish(&mut self, seq: u64, chunk: Chunk, size: u64) {
+        self.finished.insert(seq, chunk.last);
+        while let Some(last) = self.finished.remove(&self.contiguous) {
+            if last.is_some() {
+                self.last = last;
+            }
+            self.contiguous += 1;
+        }
+        let p = &mut self.progress;
+        p.rows_copied += chunk.read;
+        p.chunk_size = size;
+        p.rows_per_sec = p.rows_copied as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+        p.checkpoint = self
+            .last
+            .as_ref()
+            .map(|k| Json::Array(k.clone()).to_string());
+        (self.on_chunk)(p);
+    }
+}
+
+/// What the copy's workers share.
+struct Work<'a, F> {
+    conn: &'a ShardConn,
+    options: &'a CopyOptions,
+    cursor: &'a tokio::sync::Mutex<Cursor>,
+    tally: &'a std::cell::RefCell<Tally<F>>,
+    ranges: &'a tokio::sync::mpsc::UnboundedSender<Range>,
 }
 
 enum ChunkFailure {
@@ -640,64 +696,188 @@ impl Shadow {
     async fn copy_rows(
         &self,
         conn: &ShardConn,
-        mut lo: Option<Vec<Json>>,
+        lo: Option<Vec<Json>>,
         checkpoint: Option<String>,
         options: &CopyOptions,
-        mut on_chunk: impl FnMut(&Progress),
+        on_chunk: impl FnMut(&Progress),
         ranges: tokio::sync::mpsc::UnboundedSender<Range>,
     ) -> Result<Progress, ShadowError> {
         let mut c = conn.conn().await?;
-        set_copy_mode(&mut c, conn).await?;
-        c.query_drop("SET SESSION time_zone = @@global.time_zone")
-            .await
-            .map_err(|e| conn.query_error("setting the copy's time zone", e))?;
-        let started = Instant::now();
-        let mut progress = Progress {
+        let progress = Progress {
             rows_copied: 0,
             rows_estimated: self.estimate_rows(&mut c, conn).await?,
             checkpoint,
             chunk_size: FIRST_CHUNK,
             rows_per_sec: 0.0,
         };
-        let mut size = FIRST_CHUNK;
+        let cursor = tokio::sync::Mutex::new(Cursor {
+            lo: lo.clone(),
+            next: 0,
+            size: FIRST_CHUNK,
+            end: false,
+        });
+        let tally = std::cell::RefCell::new(Tally {
+            progress,
+            last: lo,
+            finished: HashMap::new(),
+            contiguous: 0,
+            started: Instant::now(),
+            on_chunk,
+        });
+        let work = Work {
+            conn,
+            options,
+            cursor: &cursor,
+            tally: &tally,
+            ranges: &ranges,
+        };
+        futures::future::try_join_all((0..options.threads.max(1)).map(|_| self.copy_worker(&work)))
+            .await?;
+        let Tally { progress, last, .. } = tally.into_inner();
+        // Rows inserted after the last chunk are the triggers' to copy; they are checked too.
+        let _ = ranges.send(Range {
+            lo: last,
+            hi: None,
+            split: true,
+        });
+        drop(ranges);
+        self.add_deferred_indexes(&mut c, conn).await?;
+        Ok(progress)
+    }
+
+    /// Takes the next chunk from the cursor, locks its rows (so the next chunk's lower bound
+    /// is known and the cursor can be let go), copies it, and reports it; until the end.
+    async fn copy_worker(&self, work: &Work<'_, impl FnMut(&Progress)>) -> Result<(), ShadowError> {
+        let conn = work.conn;
+        let mut c = conn.conn().await?;
+        set_copy_mode(&mut c, conn).await?;
+        c.query_drop("SET SESSION time_zone = @@global.time_zone")
+            .await
+            .map_err(|e| conn.query_error("setting the copy's time zone", e))?;
         // Whether a duplicate under another unique key of the shadow was found harmless.
         let mut duplicates_explained = false;
         loop {
-            throttle(&mut c, conn, options.max_threads_running).await?;
-            wait_for_replicas(conn, options).await?;
-            let chunk_started = Instant::now();
+            let mut cursor = work.cursor.lock().await;
+            if cursor.end {
+                return Ok(());
+            }
+            throttle(&mut c, conn, work.options.max_threads_running).await?;
+            wait_for_replicas(conn, work.options).await?;
+            let started = Instant::now();
+            let (lo, size, seq) = (cursor.lo.clone(), cursor.size, cursor.next);
+            let hi = self.lock_rows(&mut c, conn, lo.as_deref(), size).await?;
+            cursor.next += 1;
+            match &hi {
+                Some(hi) => cursor.lo = Some(hi.clone()),
+                None => cursor.end = true,
+            }
+            drop(cursor);
             let chunk = self
-                .copy_chunk(&mut c, conn, lo.as_deref(), size, &mut duplicates_explained)
+                .copy_locked(&mut c, conn, lo.as_deref(), hi, &mut duplicates_explained)
                 .await?;
-            if let Some(last) = chunk.last {
+            let elapsed = started.elapsed();
+            {
+                let mut cursor = work.cursor.lock().await;
+                cursor.size = next_chunk_size(size, elapsed, work.options.target_chunk_time);
+            }
+            if let Some(last) = &chunk.last {
                 // The verifier only stops early on an error, which the caller gets from it.
-                let _ = ranges.send(Range {
-                    lo: lo.clone(),
+                let _ = work.ranges.send(Range {
+                    lo,
                     hi: Some(last.clone()),
                     split: false,
                 });
-                lo = Some(last);
             }
-            progress.rows_copied += chunk.read;
-            progress.chunk_size = size;
-            progress.rows_per_sec =
-                progress.rows_copied as f64 / started.elapsed().as_secs_f64().max(1e-3);
-            progress.checkpoint = lo.as_ref().map(|k| Json::Array(k.clone()).to_string());
-            tracing::debug!(table = %self.spec.table, read = chunk.read, size, elapsed_ms = chunk_started.elapsed().as_millis() as u64, "copied a chunk");
-            on_chunk(&progress);
-            // The chunk reached the end of the table: rows inserted from now on are the
-            // triggers' to copy.
-            if chunk.end {
-                let _ = ranges.send(Range {
-                    lo,
-                    hi: None,
-                    split: true,
-                });
-                drop(ranges);
-                self.add_deferred_indexes(&mut c, conn).await?;
-                return Ok(progress);
+            tracing::debug!(table = %self.spec.table, read = chunk.read, size, elapsed_ms = elapsed.as_millis() as u64, "copied a chunk");
+            work.tally.borrow_mut().finish(seq, chunk, size);
+        }
+    }
+
+    /// Starts a chunk's transaction and locks the next `size` rows above `lo`; returns the
+    /// last one's key, or `None` when it reached the end of the table. A lost deadlock or a
+    /// lock wait timeout rolls it back and it is tried again.
+    async fn lock_rows(
+        &self,
+        c: &mut Conn,
+        conn: &ShardConn,
+        lo: Option<&[Json]>,
+        size: u64,
+    ) -> Result<Option<Vec<Json>>, ShadowError> {
+        let mut attempt = 1;
+        loop {
+            let result = async {
+                c.query_drop("START TRANSACTION").await?;
+                let mut params = self.range_params(lo, None);
+                params.push(Value::UInt(size.saturating_sub(1)));
+                let hi: Option<Row> = c.exec_first(self.lock_sql(lo.is_some()), params).await?;
+                Ok::<_, ChunkFailure>(hi.map(|row| self.key_from_row(&row, 0)).transpose()?)
             }
-            size = next_chunk_size(size, chunk_started.elapsed(), options.target_chunk_time);
+            .await;
+            match self.retry(c, conn, result, &mut attempt).await? {
+                Some(hi) => return Ok(hi),
+                None => continue,
+            }
+        }
+    }
+
+    /// Copies the rows of a chunk whose transaction holds them (see [`Shadow::lock_rows`])
+    /// and commits. A retry after a lost deadlock locks them again first.
+    async fn copy_locked(
+        &self,
+        c: &mut Conn,
+        conn: &ShardConn,
+        lo: Option<&[Json]>,
+        hi: Option<Vec<Json>>,
+        duplicates_explained: &mut bool,
+    ) -> Result<Chunk, ShadowError> {
+        let mut attempt = 1;
+        loop {
+            let result = async {
+                if attempt > 1 {
+                    c.query_drop("START TRANSACTION").await?;
+                    c.exec_drop(
+                        self.relock_sql(lo.is_some(), hi.is_some()),
+                        self.range_params(lo, hi.as_deref()),
+                    )
+                    .await?;
+                }
+                self.try_copy(c, conn, lo, hi.clone(), duplicates_explained)
+                    .await
+            }
+            .await;
+            match self.retry(c, conn, result, &mut attempt).await? {
+                Some(chunk) => return Ok(chunk),
+                None => continue,
+            }
+        }
+    }
+
+    /// Sorts out a chunk step's outcome: `Some` on success, `None` to try again (after a
+    /// rollback and a pause) when it lost a deadlock or timed out on a row lock.
+    async fn retry<T>(
+        &self,
+        c: &mut Conn,
+        conn: &ShardConn,
+        result: Result<T, ChunkFailure>,
+        attempt: &mut u32,
+    ) -> Result<Option<T>, ShadowError> {
+        let failure = match result {
+            Ok(value) => return Ok(Some(value)),
+            Err(failure) => failure,
+        };
+        // Best effort: a broken connection has rolled back already.
+        let _ = c.query_drop("ROLLBACK").await;
+        match failure {
+            ChunkFailure::Sql(e) if is_lock_conflict(&e) && *attempt < CHUNK_ATTEMPTS => {
+                tracing::debug!(table = %self.spec.table, error = %e, "retrying a chunk");
+                tokio::time::sleep(RETRY_PAUSE * *attempt).await;
+                *attempt += 1;
+                Ok(None)
+            }
+            ChunkFailure::Sql(e) => Err(conn
+                .query_error(format!("copying rows of `{}`", self.spec.table), e)
+                .into()),
+            ChunkFailure::Shadow(e) => Err(e),
         }
     }
 
@@ -777,10 +957,13 @@ impl Shadow {
     ) -> Result<(), ShadowError> {
         let mut c = conn.conn().await?;
         let mut size = FIRST_CHUNK;
+        let mut checked = 0;
         while let Some(range) = ranges.recv().await {
             self.verify_range(&mut c, conn, range, &mut size, max_threads_running)
                 .await?;
+            checked += 1;
         }
+        tracing::debug!(table = %self.spec.table, ranges = checked, "checksummed every range");
         Ok(())
     }
 
@@ -1166,6 +1349,15 @@ impl Shadow {
         )
     }
 
+    /// Locks the rows of a chunk again, by its bounds, when it is retried.
+    fn relock_sql(&self, lower: bool, upper: bool) -> String {
+        format!(
+            "SELECT COUNT(*) FROM {}{} LOCK IN SHARE MODE",
+            self.source(&Side::Table),
+            self.range_where(lower, upper)
+        )
+    }
+
     /// The last key above the lower bound (for the final chunk, which has no upper bound).
     fn last_key_sql(&self, lower: bool) -> String {
         let descending = self
@@ -1184,55 +1376,15 @@ impl Shadow {
         )
     }
 
-    /// Copies the next `size` rows above `lo` in one transaction, retried when it loses a
-    /// deadlock or times out on a row lock (both roll back all of it).
-    async fn copy_chunk(
+    /// The second statement of a chunk, and its commit.
+    async fn try_copy(
         &self,
         c: &mut Conn,
         conn: &ShardConn,
         lo: Option<&[Json]>,
-        size: u64,
-        duplicates_explained: &mut bool,
-    ) -> Result<Chunk, ShadowError> {
-        let mut attempt = 1;
-        loop {
-            let result = self
-                .try_chunk(c, conn, lo, size, duplicates_explained)
-                .await;
-            if result.is_err() {
-                // Best effort: a broken connection has rolled back already.
-                let _ = c.query_drop("ROLLBACK").await;
-            }
-            match result {
-                Ok(chunk) => return Ok(chunk),
-                Err(ChunkFailure::Sql(e)) if is_lock_conflict(&e) && attempt < CHUNK_ATTEMPTS => {
-                    tracing::debug!(table = %self.spec.table, error = %e, "retrying a chunk");
-                    tokio::time::sleep(RETRY_PAUSE * attempt).await;
-                    attempt += 1;
-                }
-                Err(ChunkFailure::Sql(e)) => {
-                    return Err(conn
-                        .query_error(format!("copying rows of `{}`", self.spec.table), e)
-                        .into())
-                }
-                Err(ChunkFailure::Shadow(e)) => return Err(e),
-            }
-        }
-    }
-
-    async fn try_chunk(
-        &self,
-        c: &mut Conn,
-        conn: &ShardConn,
-        lo: Option<&[Json]>,
-        size: u64,
+        hi: Option<Vec<Json>>,
         duplicates_explained: &mut bool,
     ) -> Result<Chunk, ChunkFailure> {
-        c.query_drop("START TRANSACTION").await?;
-        let mut params = self.range_params(lo, None);
-        params.push(Value::UInt(size.saturating_sub(1)));
-        let hi: Option<Row> = c.exec_first(self.lock_sql(lo.is_some()), params).await?;
-        let hi = hi.map(|row| self.key_from_row(&row, 0)).transpose()?;
         c.exec_drop(
             self.insert_sql(lo.is_some(), hi.is_some()),
             self.range_params(lo, hi.as_deref()),
@@ -1254,7 +1406,6 @@ impl Shadow {
         if c.get_warnings() > 0 {
             self.check_warnings(c, conn, duplicates_explained).await?;
         }
-        let end = hi.is_none();
         let last = match hi {
             Some(hi) => Some(hi),
             None if read > 0 => {
@@ -1266,7 +1417,7 @@ impl Shadow {
             None => None,
         };
         c.query_drop("COMMIT").await?;
-        Ok(Chunk { read, last, end })
+        Ok(Chunk { read, last })
     }
 
     /// INSERT IGNORE turns every error into a warning: a duplicate under the shared key only
@@ -2802,6 +2953,44 @@ mod tests {
         assert!(!renames_table(
             "ALTER TABLE `t` ADD `rename` int COMMENT 'rename to x'"
         ));
+    }
+
+    #[test]
+    fn the_checkpoint_moves_only_past_chunks_finished_below_it() {
+        let mut seen = Vec::new();
+        let mut tally = Tally {
+            progress: Progress {
+                rows_copied: 0,
+                rows_estimated: 0,
+                checkpoint: None,
+                chunk_size: 0,
+                rows_per_sec: 0.0,
+            },
+            last: None,
+            finished: HashMap::new(),
+            contiguous: 0,
+            started: Instant::now(),
+            on_chunk: |p: &Progress| seen.push(p.checkpoint.clone()),
+        };
+        let chunk = |last: Option<i64>| Chunk {
+            read: 10,
+            last: last.map(|k| vec![Json::from(k)]),
+        };
+        tally.finish(1, chunk(Some(20)), 10);
+        tally.finish(0, chunk(Some(10)), 10);
+        tally.finish(3, chunk(None), 10);
+        tally.finish(2, chunk(Some(30)), 10);
+        assert_eq!(tally.progress.rows_copied, 40);
+        drop(tally);
+        assert_eq!(
+            seen,
+            [
+                None,
+                Some("[20]".into()),
+                Some("[20]".into()),
+                Some("[30]".into())
+            ]
+        );
     }
 
     #[test]
