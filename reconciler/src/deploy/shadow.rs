@@ -1274,13 +1274,7 @@ impl Shadow {
         hi: Option<&[Json]>,
         size: u64,
     ) -> Result<Option<Vec<Json>>, ShadowError> {
-        let sql = format!(
-            "SELECT {} FROM {}{} ORDER BY {} LIMIT 1 OFFSET ?",
-            self.key_select(),
-            self.source(&Side::Table),
-            self.range_where(lo.is_some(), hi.is_some()),
-            self.key_order()
-        );
+        let sql = self.boundary_sql(lo.is_some(), hi.is_some());
         let mut params = self.range_params(lo, hi);
         params.push(Value::UInt(size.saturating_sub(1)));
         let row: Option<Row> = c
@@ -1326,11 +1320,16 @@ impl Shadow {
     /// rows it finds already there, and the gaps before them) and then waited for a row of the
     /// table would lock in the opposite order.
     fn lock_sql(&self, lower: bool) -> String {
+        format!("{} LOCK IN SHARE MODE", self.boundary_sql(lower, false))
+    }
+
+    /// The key `OFFSET ?` rows into a range of the table, in key order.
+    fn boundary_sql(&self, lower: bool, upper: bool) -> String {
         format!(
-            "SELECT {} FROM {}{} ORDER BY {} LIMIT 1 OFFSET ? LOCK IN SHARE MODE",
+            "SELECT {} FROM {}{} ORDER BY {} LIMIT 1 OFFSET ?",
             self.key_select(),
             self.source(&Side::Table),
-            self.range_where(lower, false),
+            self.range_where(lower, upper),
             self.key_order()
         )
     }
