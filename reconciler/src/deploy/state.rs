@@ -215,9 +215,11 @@ pub async fn load(
     id: Option<&str>,
 ) -> Result<Vec<ShardDeployment>, LiveError> {
     let mut c = conn.conn().await?;
+    // The table, not the database: a controller running its first deployment on this server
+    // creates the database, then the tables (`ensure_schema`), and may be half way.
     let exists: Option<String> = c
         .exec_first(
-            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'deployments'",
             (METADATA_DATABASE,),
         )
         .await
