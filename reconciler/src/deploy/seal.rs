@@ -169,6 +169,8 @@ fn plan_flip<'a>(
 struct Held {
     lock: Conn,
     flip: tokio::task::JoinHandle<Result<SystemTime, String>>,
+    /// The capture was (or may have been, if that failed half way) turned around.
+    turned: bool,
 }
 
 /// Seals deployment `id` on every shard together. Shards that already flipped (a previous
@@ -630,7 +632,24 @@ async fn flip_round(
         .await;
         return Err(RoundError::Retry(why));
     }
-    let held: Vec<Held> = prepared.into_iter().filter_map(Result::ok).collect();
+    let mut held: Vec<Held> = prepared.into_iter().filter_map(Result::ok).collect();
+    // Only once every shard holds its locks: an abandoned round then has nothing to turn back,
+    // and its stall stays the lock budget.
+    let turned = join_all(held.iter_mut().zip(flips).map(|(h, f)| turn(h, f))).await;
+    if turned.iter().any(Result::is_err) {
+        let why = turned
+            .iter()
+            .zip(flips)
+            .filter_map(|(r, f)| {
+                r.as_ref()
+                    .err()
+                    .map(|e| format!("shard {}: {e}", f.conn.shard))
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        join_all(held.into_iter().zip(flips).map(|(h, f)| abandon(h, f, id))).await;
+        return Err(RoundError::Retry(why));
+    }
     crate::failpoint("seal:while-locked");
     let started = Instant::now();
     let released = join_all(held.into_iter().zip(flips).map(|(h, f)| release(h, f, id))).await;
@@ -722,21 +741,6 @@ async fn hold(flip: &Flip<'_>, id: &str, options: &SealOptions) -> Result<Held, 
         let _ = lock.query_drop("UNLOCK TABLES").await;
         return Err(e);
     }
-    // The capture turns around: from the flip on, the new table's writes are repeated into the
-    // old one, so that a swap-back loses none. One round trip, timed: it adds to the stall.
-    if !flip.to_reverse.is_empty() {
-        let started = Instant::now();
-        let turned = lock.query_drop(flip.to_reverse.join(";\n")).await;
-        debug!(
-            shard = %flip.conn.shard,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "capture triggers turned around under the lock"
-        );
-        if let Err(e) = turned {
-            unlock(&mut lock, flip).await;
-            return Err(format!("turning the capture triggers around: {e}"));
-        }
-    }
 
     let mut statements = vec!["SET SESSION lock_wait_timeout = 60".to_string()];
     statements.extend(flip.instant.iter().cloned());
@@ -753,25 +757,22 @@ async fn hold(flip: &Flip<'_>, id: &str, options: &SealOptions) -> Result<Held, 
     // The flip must be queued behind the lock before anyone is released.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let waiting: Option<u64> = match probe
+        let waiting: Option<u64> = probe
             .exec_first(
                 "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = ? AND STATE LIKE '%metadata lock%'",
                 (runner_id,),
             )
             .await
-        {
-            Ok(waiting) => waiting,
-            Err(e) => {
-                // The queued flip then fails on the sentinel.
-                unlock(&mut lock, flip).await;
-                return Err(e.to_string());
-            }
-        };
+            .map_err(err)?;
         if waiting == Some(1) {
-            return Ok(Held { lock, flip: task });
+            return Ok(Held {
+                lock,
+                flip: task,
+                turned: false,
+            });
         }
         if task.is_finished() || Instant::now() > deadline {
-            unlock(&mut lock, flip).await;
+            let _ = lock.query_drop("UNLOCK TABLES").await;
             let outcome = task.await.map_err(|e| e.to_string())?;
             return Err(match outcome {
                 Err(e) => format!("the flip statement failed before the release: {e}"),
@@ -808,21 +809,36 @@ async fn carry_auto_increment(lock: &mut Conn, flip: &Flip<'_>) -> Result<(), St
     Ok(())
 }
 
-/// Turns the capture back (the forward triggers again, before anyone can write) and unlocks
-/// without flipping. Errors are only logged: the seal checks every capture after an abandoned
-/// round, and a shadow left without one is staged again instead of sealed.
-async fn unlock(lock: &mut Conn, flip: &Flip<'_>) {
-    if !flip.to_forward.is_empty() {
-        if let Err(e) = lock.query_drop(flip.to_forward.join(";\n")).await {
+/// Turns the capture around on a held shard: from the flip on, the new tables' writes are
+/// repeated into the old ones, so that a swap-back loses none. One round trip for all of the
+/// shard's shadows, with the flip already queued (trigger DDL upgrades the lock holder's own
+/// metadata locks; a queued RENAME does not stand in the way), timed: it adds to the stall.
+async fn turn(held: &mut Held, flip: &Flip<'_>) -> Result<(), String> {
+    if flip.to_reverse.is_empty() {
+        return Ok(());
+    }
+    held.turned = true;
+    let started = Instant::now();
+    let turned = held.lock.query_drop(flip.to_reverse.join(";\n")).await;
+    debug!(
+        shard = %flip.conn.shard,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "capture triggers turned around under the lock"
+    );
+    turned.map_err(|e| format!("turning the capture triggers around: {e}"))
+}
+
+/// Releases a held shard without flipping it, the capture turned back first (before anyone can
+/// write) if it was turned around. Errors turning it back are only logged: the seal checks
+/// every capture after an abandoned round, and a shadow left without one is staged again
+/// instead of sealed.
+async fn abandon(mut held: Held, flip: &Flip<'_>, id: &str) {
+    if held.turned {
+        if let Err(e) = held.lock.query_drop(flip.to_forward.join(";\n")).await {
             warn!(shard = %flip.conn.shard, error = %e, "turning the capture triggers back failed");
         }
     }
-    let _ = lock.query_drop("UNLOCK TABLES").await;
-}
-
-/// Releases a held shard without flipping it.
-async fn abandon(mut held: Held, flip: &Flip<'_>, id: &str) {
-    unlock(&mut held.lock, flip).await;
+    let _ = held.lock.query_drop("UNLOCK TABLES").await;
     let _ = held.flip.await;
     let _ = held
         .lock

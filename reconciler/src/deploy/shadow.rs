@@ -331,13 +331,14 @@ pub enum Capture {
 /// The statements with which the seal's lock holder turns the capture around, and back, while
 /// it holds both tables write-locked (see docs/protocols.md, "The gate and the seal").
 ///
-/// The capture triggers and the reverse ones must never exist together: a write on the table
-/// would reach the shadow and, through the reverse trigger, the retention table, which does not
-/// exist before the flip (MariaDB opens every table a trigger names, transitively, before the
-/// statement runs), and the application's write would fail. So each direction first drops the
-/// other's triggers and only then creates its own; run as one multi-statement, a failure stops
-/// before any trigger is created, and a lock holder that dies half way leaves a capture that
-/// [`Shadow::capture`] reports broken.
+/// The capture triggers and the reverse ones must never exist together: before the flip a
+/// write on the table would reach the shadow and, through the reverse trigger, the retention
+/// table, which does not exist yet (MariaDB opens every table a trigger names, transitively,
+/// before the statement runs); after it, a reverse write into the old table would fire the
+/// capture triggers left there, which name a shadow that is gone. Either way the application's
+/// write would fail. So each direction first drops the other's triggers and only then creates
+/// its own; run as one multi-statement, a failure stops before any trigger is created, and a
+/// lock holder that dies half way leaves a capture that [`Shadow::capture`] reports broken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaptureSwap {
     /// Capture triggers dropped, reverse triggers created on the shadow.
@@ -838,8 +839,9 @@ impl Shadow {
             "SET SESSION sql_mode = {}",
             quote_string(&reverse_sql_mode(session_mode))
         )];
+        // No drop of reverse triggers first: the gate found the shadow without triggers, and
+        // this runs while writes wait (a reverse trigger there would fail the CREATE, safely).
         to_reverse.extend(drop(&forward));
-        to_reverse.extend(drop(&reverse));
         to_reverse.extend(create(
             self.reverse_trigger_bodies(retention),
             self.spec.shadow_name(),
@@ -2691,6 +2693,25 @@ mod tests {
         assert!(!renames_table(
             "ALTER TABLE `t` ADD `rename` int COMMENT 'rename to x'"
         ));
+    }
+
+    #[test]
+    fn reverse_triggers_are_created_without_strict_mode() {
+        let session = "STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION";
+        assert_eq!(
+            capture_sql_mode(session),
+            format!("{session},NO_AUTO_VALUE_ON_ZERO")
+        );
+        assert_eq!(
+            reverse_sql_mode(session),
+            "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO"
+        );
+        // TRADITIONAL implies strict mode again; an empty session mode stays valid.
+        assert_eq!(
+            reverse_sql_mode("STRICT_ALL_TABLES,TRADITIONAL,NO_AUTO_VALUE_ON_ZERO"),
+            "NO_AUTO_VALUE_ON_ZERO"
+        );
+        assert_eq!(capture_sql_mode(""), "NO_AUTO_VALUE_ON_ZERO");
     }
 
     #[test]
