@@ -569,3 +569,166 @@ fn apply_and_status_after_a_first_plan_on_a_fresh_server() {
     let apply = schemagate(&["apply", "--repo", repo_arg, "--yes"]);
     assert_eq!(code(&apply), 0, "{}{}", stdout(&apply), stderr(&apply));
 }
+
+/// Writers on one shard's `items`, each on its own share of the rows (`id % count`), so that
+/// each can keep a model of its own; their models together are the table.
+fn start_writers(
+    rt: &tokio::runtime::Runtime,
+    dsn: &str,
+    database: &str,
+    model: &Model,
+    count: u64,
+    first_seed: u64,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Model>> {
+    (0..count)
+        .map(|k| {
+            // Inserted ids come from each writer's own range (see `writer`), so a share is
+            // only ever written by its writer.
+            let share: Model = model
+                .iter()
+                .filter(|(id, _)| (**id as u64) % count == k)
+                .map(|(id, val)| (*id, *val))
+                .collect();
+            let share = if share.is_empty() {
+                model.clone()
+            } else {
+                share
+            };
+            rt.spawn(writer(
+                dsn.to_string(),
+                database.to_string(),
+                share,
+                stop.clone(),
+                first_seed + k,
+            ))
+        })
+        .collect()
+}
+
+fn join_writers(
+    rt: &tokio::runtime::Runtime,
+    writers: Vec<tokio::task::JoinHandle<Model>>,
+) -> Model {
+    writers
+        .into_iter()
+        .flat_map(|w| rt.block_on(w).unwrap())
+        .collect()
+}
+
+/// A shard whose flip fails after the release while another shard flipped: the flipped shard
+/// is swapped back, and the writes it took as the new table in between are in the restored
+/// table (the reverse triggers carried them); every shadow is sent back to staging, and once
+/// the cause is gone `apply` stages again and seals, still without losing a write.
+#[test]
+fn a_partial_flip_is_swapped_back_without_losing_a_write() {
+    let [a, b, ..] = servers() else {
+        panic!("two servers")
+    };
+    let rows = 5_000;
+    let db = database(&[a, b], "swapback", &seed(rows));
+    let dir = repo(
+        &config("app", &db, &[("a", a.dsn()), ("b", b.dsn())]),
+        &[("app/items.sql", DESIRED)],
+    );
+    let repo_arg = dir.path().to_str().unwrap().to_string();
+    let id = stage(&repo_arg);
+    // On b a table already has the name `items` gets at the flip: b's RENAME fails once the
+    // locks are released, after a's succeeded.
+    let retention = reconciler::naming::artifact(&id, "old", "items");
+    sql(
+        b,
+        Some(&db),
+        &format!("CREATE TABLE `{retention}` (id int)"),
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let initial: Model = (1..=rows as i64).map(|i| (i, i % 1000)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Several writers on a, so that some writes land between its flip and its swap-back.
+    let on_a = start_writers(&rt, &a.dsn(), &db, &initial, 3, 1, &stop);
+    let on_b = start_writers(&rt, &b.dsn(), &db, &initial, 1, 11, &stop);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = schemagate(&["seal", &id, "--repo", &repo_arg]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (model_a, model_b) = (join_writers(&rt, on_a), join_writers(&rt, on_b));
+    assert_eq!(code(&out), 2, "{}{}", stdout(&out), stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the flip failed on shard b") && err.contains("already exists"),
+        "{err}"
+    );
+    assert!(
+        err.contains("shard a was swapped back") && err.contains("sent back to staging"),
+        "{err}"
+    );
+
+    // Both shards have the old table, with every write their writers saw succeed.
+    for (server, model) in [(a, &model_a), (b, &model_b)] {
+        assert!(!show_tables(server, &db)
+            .iter()
+            .any(|(_, sql)| sql.contains("`added`")));
+        assert_eq!(
+            &content(&server.dsn(), &db),
+            model,
+            "shard on port {}",
+            server.port()
+        );
+        let dsn = server.dsn();
+        // The shadow is not sealable as is: staging again, the seal taken back, no trigger.
+        assert_eq!(
+            scalar::<String>(&dsn, &format!("SELECT state FROM _schemagate.cells WHERE deployment_id = '{id}' AND table_name = 'items'")).as_deref(),
+            Some("staging")
+        );
+        assert_eq!(
+            scalar::<String>(
+                &dsn,
+                &format!("SELECT decision FROM _schemagate.deployments WHERE id = '{id}'")
+            )
+            .as_deref(),
+            Some("none")
+        );
+        assert_eq!(
+            scalar::<u64>(&dsn, &format!("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{db}'")),
+            Some(0)
+        );
+    }
+    let refused = schemagate(&["seal", &id, "--repo", &repo_arg]);
+    assert_eq!(code(&refused), 2);
+    assert!(
+        stderr(&refused).contains("is staging"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // The cause removed, apply stages again and seals, with writers still running.
+    sql(b, Some(&db), &format!("DROP TABLE `{retention}`"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_a = start_writers(&rt, &a.dsn(), &db, &model_a, 1, 21, &stop);
+    let on_b = start_writers(&rt, &b.dsn(), &db, &model_b, 1, 31, &stop);
+    let out = schemagate(&["apply", "--repo", &repo_arg, "--yes", "--format", "json"]);
+    stop.store(true, Ordering::Relaxed);
+    let (model_a, model_b) = (join_writers(&rt, on_a), join_writers(&rt, on_b));
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let result: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(result["deployments"][0]["id"], id.as_str());
+    assert_eq!(result["deployments"][0]["state"], "sealed");
+    for (server, model) in [(a, &model_a), (b, &model_b)] {
+        assert_eq!(
+            &content(&server.dsn(), &db),
+            model,
+            "shard on port {}",
+            server.port()
+        );
+        assert_eq!(
+            scalar::<u64>(&server.dsn(), &format!("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{db}'")),
+            Some(0)
+        );
+    }
+    assert_eq!(code(&schemagate(&["plan", "--repo", &repo_arg])), 0);
+}

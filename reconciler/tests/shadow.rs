@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::*;
 use mysql_async::{Row, Value};
-use reconciler::deploy::shadow::{CopyOptions, Progress, Shadow, ShadowError, ShadowSpec};
+use reconciler::deploy::shadow::{Capture, CopyOptions, Progress, Shadow, ShadowError, ShadowSpec};
 use reconciler::live::ShardConn;
 use reconciler::sandbox::{self, Sandbox, Server};
 use reconciler::source::Dsn;
@@ -1375,6 +1375,161 @@ async fn secondary_indexes_are_built_after_the_copy_exactly_as_planned() {
     assert_eq!(definition(&conn, &db, SHADOW).await, want);
     copy_all(&shadow, &conn, None).await;
     assert_eq!(definition(&conn, &db, SHADOW).await, want);
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+    assert!(artifacts(&conn, &db).await.is_empty());
+    conn.disconnect().await;
+}
+
+/// Runs one side of the seal's capture swap the way its lock holder does: both tables
+/// write-locked, the statements as one multi-statement.
+async fn turn(conn: &ShardConn, db: &str, statements: &[String]) {
+    let mut c = conn.conn().await.expect("conn");
+    c.query_drop(format!(
+        "LOCK TABLES `{db}`.t WRITE, `{db}`.`{SHADOW}` WRITE"
+    ))
+    .await
+    .expect("lock");
+    c.query_drop(statements.join(";\n")).await.expect("swap");
+    c.query_drop("UNLOCK TABLES").await.expect("unlock");
+}
+
+async fn capture(conn: &ShardConn, spec: &ShadowSpec) -> Result<(), String> {
+    match Shadow::capture(conn, spec).await.expect("capture") {
+        Capture::Intact(_) => Ok(()),
+        Capture::Broken(why) => Err(why),
+    }
+}
+
+/// The seal turns the capture around under its locks: from the flip on, the reverse triggers
+/// repeat every write on the new table into the old one, in the old definition, so that a
+/// swap-back loses nothing. Here with a dropped column, an added one, a renamed and narrowed
+/// one, a TIMESTAMP becoming DATETIME written from another time zone, and a generated column.
+#[tokio::test]
+async fn reverse_triggers_carry_the_new_tables_writes_back_into_the_old_table() {
+    const OLD: &str = "_sg0123456789ab_old_t";
+    let conn = shard(server(1));
+    let db = database(
+        &conn,
+        "reverse",
+        "CREATE TABLE t (id INT NOT NULL PRIMARY KEY, a INT NOT NULL, gone VARCHAR(10) NOT NULL, \
+           name VARCHAR(8) NOT NULL, ts TIMESTAMP NULL, g INT AS (a * 2) VIRTUAL) ENGINE=InnoDB;
+         INSERT INTO t (id, a, gone, name, ts) SELECT seq, seq, CONCAT('g', seq), \
+           CONCAT('n', seq), '2024-01-01 00:00:00' + INTERVAL seq HOUR FROM seq_1_to_50;",
+    )
+    .await;
+    let spec = ShadowSpec {
+        renames: vec![("name".into(), "full_name".into())],
+        ..spec(
+            &db,
+            "t",
+            &[
+                "ALTER TABLE `t` DROP COLUMN `gone`, ADD COLUMN `added` int NOT NULL DEFAULT 5, \
+               CHANGE COLUMN `name` `full_name` varchar(20) NOT NULL, MODIFY `ts` datetime NULL",
+            ],
+        )
+    };
+    let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
+    copy_all(&shadow, &conn, None).await;
+    shadow.checksum(&conn).await.expect("checksum");
+    assert_eq!(capture(&conn, &spec).await, Ok(()));
+
+    let mode = texts(&conn, "SELECT @@session.sql_mode")
+        .await
+        .concat()
+        .concat();
+    let swap = shadow.capture_swap(OLD, &mode);
+    // Turned around, the shadow no longer follows the table: never to be sealed as is.
+    turn(&conn, &db, &swap.to_reverse).await;
+    let why = capture(&conn, &spec)
+        .await
+        .expect_err("the capture is gone");
+    assert!(why.contains("missing"), "{why}");
+    // Turned back (an abandoned round), it does again.
+    turn(&conn, &db, &swap.to_forward).await;
+    assert_eq!(capture(&conn, &spec).await, Ok(()));
+    exec(&conn, &format!("UPDATE `{db}`.t SET a = 1000 WHERE id = 1")).await;
+    shadow
+        .checksum(&conn)
+        .await
+        .expect("checksum after turning back");
+
+    // The flip, as the seal makes it.
+    turn(&conn, &db, &swap.to_reverse).await;
+    exec(
+        &conn,
+        &format!("RENAME TABLE `{db}`.t TO `{db}`.`{OLD}`, `{db}`.`{SHADOW}` TO `{db}`.t"),
+    )
+    .await;
+    {
+        // The application, in strict mode and far from the server's zone, writes the new table.
+        let mut c = conn.conn().await.expect("conn");
+        for sql in [
+            "SET SESSION time_zone = '+05:00'".to_string(),
+            format!(
+                "INSERT INTO `{db}`.t (id, a, added, full_name, ts) \
+                 VALUES (100, 7, 9, 'new', '2024-06-01 12:00:00')"
+            ),
+            // Too long for the old column: stored as the old definition allows.
+            format!("INSERT INTO `{db}`.t (id, a, full_name) VALUES (101, 8, 'a longer name')"),
+            format!("INSERT INTO `{db}`.t (id, a, full_name) VALUES (102, 9, 'brief')"),
+            format!("DELETE FROM `{db}`.t WHERE id = 102"),
+            format!("UPDATE `{db}`.t SET a = 70, full_name = 'renamed' WHERE id = 5"),
+            format!("UPDATE `{db}`.t SET id = 200 WHERE id = 6"),
+            format!("UPDATE `{db}`.t SET ts = '2024-07-01 08:00:00' WHERE id = 8"),
+            format!("DELETE FROM `{db}`.t WHERE id = 7"),
+        ] {
+            c.query_drop(&sql).await.expect(&sql);
+        }
+    }
+    // Read in the server's zone: the old table holds what the new one holds.
+    let new_rows = texts(
+        &conn,
+        &format!("SELECT id, a, LEFT(full_name, 8), ts FROM `{db}`.t ORDER BY id"),
+    )
+    .await;
+    let old_rows = texts(
+        &conn,
+        &format!("SELECT id, a, name, ts FROM `{db}`.`{OLD}` ORDER BY id"),
+    )
+    .await;
+    assert_eq!(old_rows.len(), 51);
+    assert_eq!(old_rows, new_rows);
+    // The column only the old table has: kept by updates (even of the key), its default for
+    // new rows; the generated column follows.
+    let gone = texts(
+        &conn,
+        &format!("SELECT id, gone FROM `{db}`.`{OLD}` WHERE id IN (5, 100, 101, 200) ORDER BY id"),
+    )
+    .await;
+    assert_eq!(gone, [["5", "g5"], ["100", ""], ["101", ""], ["200", "g6"]]);
+    let generated = texts(
+        &conn,
+        &format!("SELECT COUNT(*) FROM `{db}`.`{OLD}` WHERE g <> a * 2"),
+    )
+    .await;
+    assert_eq!(generated, [["0"]]);
+
+    // The swap-back: the reverse triggers travel back with the shadow; cleanup drops them.
+    exec(
+        &conn,
+        &format!("RENAME TABLE `{db}`.t TO `{db}`.`{SHADOW}`, `{db}`.`{OLD}` TO `{db}`.t"),
+    )
+    .await;
+    let mut names = artifacts(&conn, &db).await;
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            SHADOW,
+            &format!("{PREFIX}_rde"),
+            &format!("{PREFIX}_rin"),
+            &format!("{PREFIX}_rup")
+        ]
+    );
+    Shadow::drop_reverse_triggers(&conn, &spec, Duration::from_secs(1))
+        .await
+        .expect("drop reverse triggers");
+    assert_eq!(artifacts(&conn, &db).await, [SHADOW]);
     Shadow::cleanup(&conn, &spec).await.expect("cleanup");
     assert!(artifacts(&conn, &db).await.is_empty());
     conn.disconnect().await;

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use mysql_async::prelude::*;
 use serde::Serialize;
+use tracing::warn;
 
 use crate::diff::ChangeKind;
 use crate::live::{quote, LiveError, ShardConn};
@@ -38,6 +39,10 @@ pub enum DeployError {
     NotFound { keyspace: String, id: String },
     #[error("deployment {id}: {message}")]
     Failed { id: String, message: String },
+    /// The seal found shadows that no longer follow their tables and sent them back to
+    /// staging: `apply` copies them again, then seals.
+    #[error("deployment {id}: {message}")]
+    Restage { id: String, message: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,8 +325,24 @@ pub async fn roll_forward(
     if !decided || current.state == CellState::Sealed {
         return Ok(None);
     }
-    seal::seal(fleet, &current.id, &options.seal_options).await?;
-    fleet.deployment(Some(&current.id)).await
+    // Cells the seal sent back to staging (their shadow stopped following the table) are
+    // staged by `apply` first; its seal then rolls forward.
+    let restaging = current
+        .shards
+        .iter()
+        .flat_map(|s| &s.cells)
+        .any(|c| matches!(c.state, CellState::Queued | CellState::Staging));
+    if restaging {
+        return Ok(None);
+    }
+    match seal::seal(fleet, &current.id, &options.seal_options).await {
+        Ok(()) => fleet.deployment(Some(&current.id)).await,
+        Err(DeployError::Restage { id, message }) => {
+            warn!(deployment = %id, "{message} (apply stages them now)");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Drops retention tables whose time is up: previous versions of replaced tables after
@@ -510,9 +531,8 @@ impl Stager<'_> {
         else {
             return Ok(());
         };
-        if record.decision != Decision::None {
-            return Ok(());
-        }
+        // Decided or not: after a decision, the only cells left to stage are those the seal
+        // sent back to staging (see `seal::captures`).
         for cell in &record.cells {
             self.cell(cell).await?;
         }

@@ -6,15 +6,18 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::future::join_all;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use super::shadow::Shadow;
+use super::shadow::{Capture, CaptureSwap, Shadow};
 use super::state::{self, Cell, CellState, CellUpdate, Decision, ShardDeployment, Strategy};
 use super::{current_definition, retarget, shadow_spec, DeployError, Fleet};
 use crate::live::{quote, LiveError, ShardConn};
 use crate::schema::IndexKind;
 
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+/// How long `finish` keeps trying to drop the reverse triggers from a live table (each try
+/// holds up no one) before it gives up and leaves the seal to be finished by the next run.
+const LIVE_TRIGGER_PATIENCE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct SealOptions {
@@ -80,6 +83,11 @@ struct Flip<'a> {
     renames: Vec<(String, String)>,
     /// `(original, shadow)`: auto-increment counters carried over before the flip.
     counters: Vec<(String, String)>,
+    /// Under the lock, the shadows' capture triggers are turned around (new table → old
+    /// table), and turned back if the round is abandoned; see [`CaptureSwap`]. Empty when the
+    /// shard has no shadow cell.
+    to_reverse: Vec<String>,
+    to_forward: Vec<String>,
 }
 
 impl Flip<'_> {
@@ -96,7 +104,13 @@ impl Flip<'_> {
     }
 }
 
-fn plan_flip<'a>(conn: &'a ShardConn, database: &str, id: &str, cells: &[Cell]) -> Flip<'a> {
+fn plan_flip<'a>(
+    conn: &'a ShardConn,
+    database: &str,
+    id: &str,
+    cells: &[Cell],
+    swaps: &[CaptureSwap],
+) -> Flip<'a> {
     let mut flip = Flip {
         conn,
         database: database.to_string(),
@@ -104,6 +118,8 @@ fn plan_flip<'a>(conn: &'a ShardConn, database: &str, id: &str, cells: &[Cell]) 
         instant: Vec::new(),
         renames: Vec::new(),
         counters: Vec::new(),
+        to_reverse: swaps.iter().flat_map(|s| s.to_reverse.clone()).collect(),
+        to_forward: swaps.iter().flat_map(|s| s.to_forward.clone()).collect(),
     };
     for cell in cells {
         let new = crate::naming::artifact(id, "new", &cell.table);
@@ -153,6 +169,8 @@ fn plan_flip<'a>(conn: &'a ShardConn, database: &str, id: &str, cells: &[Cell]) 
 struct Held {
     lock: Conn,
     flip: tokio::task::JoinHandle<Result<SystemTime, String>>,
+    /// The capture was (or may have been, if that failed half way) turned around.
+    turned: bool,
 }
 
 /// Seals deployment `id` on every shard together. Shards that already flipped (a previous
@@ -205,7 +223,13 @@ pub async fn seal(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), 
     }
 
     if !pending.is_empty() {
-        gate_check(&pending, database, id).await?;
+        let swaps = match gate_check(&pending, database, id).await? {
+            Captures::Intact(swaps) => swaps,
+            Captures::Stale(stale) => {
+                let any_flipped = pending.len() != records.len();
+                return Err(restage_stale(&records, &stale, any_flipped, keyspace, id).await);
+            }
+        };
         decide(&records, keyspace, id).await?;
         crate::failpoint("seal:after-decision");
         for (conn, _) in &pending {
@@ -213,7 +237,8 @@ pub async fn seal(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), 
         }
         let flips: Vec<Flip> = pending
             .iter()
-            .map(|(conn, record)| plan_flip(conn, database, id, &record.cells))
+            .zip(&swaps)
+            .map(|((conn, record), swaps)| plan_flip(conn, database, id, &record.cells, swaps))
             .collect();
         for flip in &flips {
             flip.conn
@@ -229,27 +254,30 @@ pub async fn seal(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), 
         let mut attempt = 0;
         let times = loop {
             attempt += 1;
-            match flip_round(&flips, id, options).await {
+            let why = match flip_round(&flips, id, options).await {
                 Ok(times) => break times,
-                Err(RoundError::Retry(why)) if attempt < options.attempts => {
-                    warn!(deployment = id, attempt, %why, "seal round aborted before any shard flipped; retrying");
-                    tokio::time::sleep(options.backoff * attempt).await;
+                Err(RoundError::Retry(why)) => why,
+                Err(RoundError::Partial(report)) => {
+                    let restaged = after_partial_flip(&records, &pending, database, keyspace, id);
+                    return Err(failed(format!("{report}; {}", restaged.await)));
                 }
-                Err(RoundError::Retry(why)) => {
-                    for (conn, _) in &pending {
-                        state::move_cells(
-                            conn,
-                            id,
-                            keyspace,
-                            &[CellState::Sealing],
-                            CellState::Ready,
-                        )
-                        .await?;
-                    }
-                    return Err(failed(format!("no shard was flipped: {why} (after {attempt} attempts); cells stay ready — run `schemagate seal {id}` to try again")));
-                }
-                Err(RoundError::Partial(message)) => return Err(failed(message)),
+            };
+            // An abandoned round turned the capture back before unlocking; a lock holder that
+            // failed or died half way did not, and that shadow no longer follows its table.
+            if let Captures::Stale(stale) = captures(&pending, database, id).await? {
+                let any_flipped = pending.len() != records.len();
+                return Err(restage_stale(&records, &stale, any_flipped, keyspace, id).await);
             }
+            if attempt < options.attempts {
+                warn!(deployment = id, attempt, %why, "seal round aborted before any shard flipped; retrying");
+                tokio::time::sleep(options.backoff * attempt).await;
+                continue;
+            }
+            for (conn, _) in &pending {
+                state::move_cells(conn, id, keyspace, &[CellState::Sealing], CellState::Ready)
+                    .await?;
+            }
+            return Err(failed(format!("no shard was flipped: {why} (after {attempt} attempts); cells stay ready — run `schemagate seal {id}` to try again")));
         };
         crate::failpoint("seal:after-flip");
         record_times(&flips, keyspace, id, &times).await?;
@@ -257,12 +285,13 @@ pub async fn seal(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), 
     finish(fleet, id, options).await
 }
 
-/// Every cell ready, and every table still as the plan found it.
-async fn gate_check(
-    pending: &[(&ShardConn, &ShardDeployment)],
+/// Every cell ready, every table still as the plan found it, and every shadow still following
+/// its table (see [`captures`]).
+async fn gate_check<'a>(
+    pending: &[(&'a ShardConn, &ShardDeployment)],
     database: &str,
     id: &str,
-) -> Result<(), DeployError> {
+) -> Result<Captures<'a>, DeployError> {
     let mut problems = Vec::new();
     for (conn, record) in pending {
         problems.extend(repointed_foreign_keys(&conn.shard, &record.cells));
@@ -288,14 +317,225 @@ async fn gate_check(
             }
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(DeployError::Failed {
+    if !problems.is_empty() {
+        return Err(DeployError::Failed {
             id: id.to_string(),
             message: format!("the gate is closed: {}", problems.join("; ")),
-        })
+        });
     }
+    captures(pending, database, id).await
+}
+
+/// A shadow cell whose shadow no longer follows its table.
+struct Stale<'a> {
+    conn: &'a ShardConn,
+    table: String,
+    why: String,
+}
+
+enum Captures<'a> {
+    /// Every shadow follows its table: per pending shard (same order), the statements that
+    /// turn its shadows' capture around under the lock.
+    Intact(Vec<Vec<CaptureSwap>>),
+    Stale(Vec<Stale<'a>>),
+}
+
+/// Checks that every shadow cell's capture triggers are on its table exactly as staging made
+/// them, and the shadow has no triggers. The seal turns the capture around under its locks: a
+/// lock holder that died (a killed controller, a killed connection) between that and the flip
+/// leaves a table whose writes no longer reach the shadow, and such a shadow must never be
+/// sealed.
+async fn captures<'a>(
+    pending: &[(&'a ShardConn, &ShardDeployment)],
+    database: &str,
+    id: &str,
+) -> Result<Captures<'a>, DeployError> {
+    let mut swaps = Vec::new();
+    let mut stale = Vec::new();
+    for (conn, record) in pending {
+        let mut shard = Vec::new();
+        // The session mode the lock holder will have: the capture triggers are re-created
+        // with the mode staging created them with.
+        let session_mode: Option<String> = conn
+            .conn()
+            .await?
+            .query_first("SELECT @@session.sql_mode")
+            .await
+            .map_err(|e| conn.query_error("reading sql_mode", e))?;
+        let session_mode = session_mode.unwrap_or_default();
+        for cell in record
+            .cells
+            .iter()
+            .filter(|c| c.strategy == Strategy::Shadow)
+        {
+            let spec = shadow_spec(database, id, cell);
+            let capture =
+                Shadow::capture(conn, &spec)
+                    .await
+                    .map_err(|source| DeployError::Shadow {
+                        shard: conn.shard.clone(),
+                        table: cell.table.clone(),
+                        source,
+                    })?;
+            match capture {
+                Capture::Intact(shadow) => shard.push(shadow.capture_swap(
+                    &crate::naming::artifact(id, "old", &cell.table),
+                    &session_mode,
+                )),
+                Capture::Broken(why) => stale.push(Stale {
+                    conn,
+                    table: cell.table.clone(),
+                    why,
+                }),
+            }
+        }
+        swaps.push(shard);
+    }
+    Ok(if stale.is_empty() {
+        Captures::Intact(swaps)
+    } else {
+        Captures::Stale(stale)
+    })
+}
+
+/// Sends shadow cells back to staging, so that `apply` drops their shadows and copies them
+/// again (a shadow that stopped following its table cannot be repaired in place). If no shard
+/// has flipped, the seal is taken back as a whole: every sealing cell goes back to ready and
+/// the decision to `none`, and the deployment is an ordinary staged one again (it can be
+/// cancelled). If a shard did flip, the decision stands: once the cells are staged again, the
+/// seal rolls forward. Best effort per shard: returns what could not be recorded (a shard
+/// that is down); the gate finds those shadows again on the next run.
+async fn restage(
+    records: &[(&ShardConn, &ShardDeployment)],
+    cells: &[(&ShardConn, String)],
+    any_flipped: bool,
+    keyspace: &str,
+    id: &str,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (conn, table) in cells {
+        let update = CellUpdate {
+            state: Some(CellState::Staging),
+            ..Default::default()
+        };
+        if let Err(e) = state::update_cell(conn, id, keyspace, table, &update).await {
+            failures.push(e.to_string());
+        }
+    }
+    if !any_flipped {
+        for (conn, _) in records {
+            let back =
+                state::move_cells(conn, id, keyspace, &[CellState::Sealing], CellState::Ready);
+            if let Err(e) = back.await {
+                failures.push(e.to_string());
+            } else if let Err(e) = state::set_decision(conn, id, keyspace, Decision::None).await {
+                failures.push(e.to_string());
+            }
+        }
+    }
+    failures
+}
+
+/// The gate found shadows that no longer follow their tables: they go back to staging, and the
+/// error says so (roll forward lets `apply` stage them and seal).
+async fn restage_stale(
+    records: &[(&ShardConn, &ShardDeployment)],
+    stale: &[Stale<'_>],
+    any_flipped: bool,
+    keyspace: &str,
+    id: &str,
+) -> DeployError {
+    let cells: Vec<(&ShardConn, String)> =
+        stale.iter().map(|s| (s.conn, s.table.clone())).collect();
+    let failures = restage(records, &cells, any_flipped, keyspace, id).await;
+    let list = stale
+        .iter()
+        .map(|s| format!("shard {} table `{}` ({})", s.conn.shard, s.table, s.why))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut message = format!(
+        "these shadow tables no longer follow their tables, so they cannot be sealed: {list}. \
+         (A seal interrupted while it held its locks leaves them so: the capture triggers are \
+         turned around under the locks.) They were sent back to staging: run `schemagate \
+         apply` to copy them again; the seal follows"
+    );
+    if !failures.is_empty() {
+        message.push_str(&format!(
+            " (not recorded everywhere: {}; the next run finds them again)",
+            failures.join("; ")
+        ));
+    }
+    DeployError::Restage {
+        id: id.to_string(),
+        message,
+    }
+}
+
+/// After a partial flip (the flipped shards were swapped back, as far as they could be): every
+/// lock holder of the round had turned its shard's capture around, so no shadow of the round
+/// follows its table any more. The shards that are not flipped get their shadow cells sent
+/// back to staging, their reverse triggers (back on the shadows, naming a table that is gone)
+/// dropped first. Returns what that did, for the report.
+async fn after_partial_flip(
+    records: &[(&ShardConn, &ShardDeployment)],
+    pending: &[(&ShardConn, &ShardDeployment)],
+    database: &str,
+    keyspace: &str,
+    id: &str,
+) -> String {
+    let mut cells = Vec::new();
+    let mut still_flipped = Vec::new();
+    let mut notes = Vec::new();
+    for (conn, record) in pending {
+        match flipped(conn, database, id).await {
+            Ok(false) => {}
+            Ok(true) => {
+                still_flipped.push(conn.shard.clone());
+                continue;
+            }
+            Err(e) => {
+                // Not known: treated as flipped, so the decision stands and the next run looks.
+                still_flipped.push(conn.shard.clone());
+                notes.push(e.to_string());
+                continue;
+            }
+        }
+        for cell in record
+            .cells
+            .iter()
+            .filter(|c| c.strategy == Strategy::Shadow)
+        {
+            let spec = shadow_spec(database, id, cell);
+            if let Err(e) = Shadow::drop_reverse_triggers(conn, &spec, LIVE_TRIGGER_PATIENCE).await
+            {
+                notes.push(format!("shard {}: {e}", conn.shard));
+            }
+            cells.push((*conn, cell.table.clone()));
+        }
+    }
+    let any_flipped = !still_flipped.is_empty() || pending.len() != records.len();
+    notes.extend(restage(records, &cells, any_flipped, keyspace, id).await);
+    let tables = cells
+        .iter()
+        .map(|(conn, table)| format!("shard {} table `{table}`", conn.shard))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut message = format!(
+        "the seal had turned the capture triggers around, so these shadow tables no longer \
+         follow their tables and were sent back to staging: {tables}; fix the cause, then run \
+         `schemagate apply` to copy them again (the seal follows)"
+    );
+    if !still_flipped.is_empty() {
+        message.push_str(&format!(
+            ". Shards {} are (or may be) still flipped: the decision to seal stands, and the \
+             seal rolls forward once the rest is staged again",
+            still_flipped.join(", ")
+        ));
+    }
+    if !notes.is_empty() {
+        message.push_str(&format!(" (also: {})", notes.join("; ")));
+    }
+    message
 }
 
 /// A new table whose foreign key references a table this deployment renames away would follow
@@ -392,7 +632,24 @@ async fn flip_round(
         .await;
         return Err(RoundError::Retry(why));
     }
-    let held: Vec<Held> = prepared.into_iter().filter_map(Result::ok).collect();
+    let mut held: Vec<Held> = prepared.into_iter().filter_map(Result::ok).collect();
+    // Only once every shard holds its locks: an abandoned round then has nothing to turn back,
+    // and its stall stays the lock budget.
+    let turned = join_all(held.iter_mut().zip(flips).map(|(h, f)| turn(h, f))).await;
+    if turned.iter().any(Result::is_err) {
+        let why = turned
+            .iter()
+            .zip(flips)
+            .filter_map(|(r, f)| {
+                r.as_ref()
+                    .err()
+                    .map(|e| format!("shard {}: {e}", f.conn.shard))
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        join_all(held.into_iter().zip(flips).map(|(h, f)| abandon(h, f, id))).await;
+        return Err(RoundError::Retry(why));
+    }
     crate::failpoint("seal:while-locked");
     let started = Instant::now();
     let released = join_all(held.into_iter().zip(flips).map(|(h, f)| release(h, f, id))).await;
@@ -419,7 +676,8 @@ async fn flip_round(
         if result.is_ok() {
             match swap_back(flip, options).await {
                 Ok(()) => report.push(format!(
-                    "shard {} was swapped back to the old schema",
+                    "shard {} was swapped back to the old schema, with the writes it took while \
+                     flipped (the reverse triggers carried them into the old table)",
                     flip.conn.shard
                 )),
                 Err(e) => report.push(format!(
@@ -507,7 +765,11 @@ async fn hold(flip: &Flip<'_>, id: &str, options: &SealOptions) -> Result<Held, 
             .await
             .map_err(err)?;
         if waiting == Some(1) {
-            return Ok(Held { lock, flip: task });
+            return Ok(Held {
+                lock,
+                flip: task,
+                turned: false,
+            });
         }
         if task.is_finished() || Instant::now() > deadline {
             let _ = lock.query_drop("UNLOCK TABLES").await;
@@ -547,8 +809,35 @@ async fn carry_auto_increment(lock: &mut Conn, flip: &Flip<'_>) -> Result<(), St
     Ok(())
 }
 
-/// Releases a held shard without flipping it.
+/// Turns the capture around on a held shard: from the flip on, the new tables' writes are
+/// repeated into the old ones, so that a swap-back loses none. One round trip for all of the
+/// shard's shadows, with the flip already queued (trigger DDL upgrades the lock holder's own
+/// metadata locks; a queued RENAME does not stand in the way), timed: it adds to the stall.
+async fn turn(held: &mut Held, flip: &Flip<'_>) -> Result<(), String> {
+    if flip.to_reverse.is_empty() {
+        return Ok(());
+    }
+    held.turned = true;
+    let started = Instant::now();
+    let turned = held.lock.query_drop(flip.to_reverse.join(";\n")).await;
+    debug!(
+        shard = %flip.conn.shard,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "capture triggers turned around under the lock"
+    );
+    turned.map_err(|e| format!("turning the capture triggers around: {e}"))
+}
+
+/// Releases a held shard without flipping it, the capture turned back first (before anyone can
+/// write) if it was turned around. Errors turning it back are only logged: the seal checks
+/// every capture after an abandoned round, and a shadow left without one is staged again
+/// instead of sealed.
 async fn abandon(mut held: Held, flip: &Flip<'_>, id: &str) {
+    if held.turned {
+        if let Err(e) = held.lock.query_drop(flip.to_forward.join(";\n")).await {
+            warn!(shard = %flip.conn.shard, error = %e, "turning the capture triggers back failed");
+        }
+    }
     let _ = held.lock.query_drop("UNLOCK TABLES").await;
     let _ = held.flip.await;
     let _ = held
@@ -649,7 +938,8 @@ async fn warm_indexes(conn: &ShardConn, database: &str, table: &str) -> Result<(
     Ok(())
 }
 
-/// After the flip: capture triggers dropped, new tables analyzed, cells sealed, sentinels gone.
+/// After the flip: reverse (and any capture) triggers dropped, new tables analyzed, cells
+/// sealed, sentinels gone.
 async fn finish(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), DeployError> {
     let keyspace = fleet.keyspace.name.as_str();
     let database = fleet.keyspace.database.as_str();
@@ -665,16 +955,23 @@ async fn finish(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), De
         }
         for cell in &record.cells {
             if cell.strategy == Strategy::Shadow {
-                // The triggers now sit on the retention table; they must not outlive the seal.
-                let mut spec = shadow_spec(database, id, cell);
-                spec.table = crate::naming::artifact(id, "old", &cell.table);
-                Shadow::drop_triggers(conn, &spec)
+                let wrap = |source| DeployError::Shadow {
+                    shard: conn.shard.clone(),
+                    table: cell.table.clone(),
+                    source,
+                };
+                // The reverse triggers now sit on the live table, writing the retention table:
+                // they go first, without queueing writes (the retention table must not be
+                // dropped while they exist, so the cell is only sealed once they are gone).
+                let spec = shadow_spec(database, id, cell);
+                Shadow::drop_reverse_triggers(conn, &spec, LIVE_TRIGGER_PATIENCE)
                     .await
-                    .map_err(|source| DeployError::Shadow {
-                        shard: conn.shard.clone(),
-                        table: cell.table.clone(),
-                        source,
-                    })?;
+                    .map_err(wrap)?;
+                // Capture triggers on the retention table: a shard flipped by a controller
+                // that did not turn them around.
+                let mut spec = spec;
+                spec.table = crate::naming::artifact(id, "old", &cell.table);
+                Shadow::drop_triggers(conn, &spec).await.map_err(wrap)?;
             }
             if matches!(cell.strategy, Strategy::Shadow | Strategy::Create) {
                 conn.execute(

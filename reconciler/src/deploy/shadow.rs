@@ -8,8 +8,9 @@
 //!    take about `target_chunk_time` each; the caller persists the checkpoint after each chunk.
 //! 3. [`Shadow::checksum`] compares both tables chunk by chunk, each chunk in one consistent
 //!    snapshot of both.
-//! 4. The seal (elsewhere) swaps the tables, then [`Shadow::drop_triggers`]; to cancel,
-//!    [`Shadow::cleanup`].
+//! 4. The seal (elsewhere) turns the capture around under its locks ([`CaptureSwap`]: the new
+//!    table's writes then flow back into the old one until the seal is finished), swaps the
+//!    tables, then [`Shadow::drop_reverse_triggers`]; to cancel, [`Shadow::cleanup`].
 //!
 //! Every statement names its database: pool connections have no default database.
 
@@ -23,7 +24,7 @@ use serde_json::Value as Json;
 use sqlparser::tokenizer::Token;
 
 use crate::live::{LiveError, ShardConn};
-use crate::schema::sql::{keyword, quote_ident};
+use crate::schema::sql::{keyword, quote_ident, quote_string};
 use crate::schema::{Column, IndexKind, Table};
 
 const FIRST_CHUNK: u64 = 1_000;
@@ -42,7 +43,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// A DDL that needs a table the application uses is tried, never queued for, for this long at
 /// a time (see `ddl_tried`)…
 const MDL_TRY_BUDGET: Duration = Duration::from_millis(100);
-/// …and given up after this long.
+/// …and, by default, given up after this long.
 const MDL_PATIENCE: Duration = Duration::from_secs(30);
 /// Longest value quoted in a message.
 const SHOWN_VALUE_CHARS: usize = 60;
@@ -63,8 +64,9 @@ pub struct ShadowSpec {
     pub table: String,
     /// The shadow table's name (an artifact name).
     pub shadow: String,
-    /// Triggers are `{prefix}_ins`, `{prefix}_upd` and `{prefix}_del` (the caller keeps them
-    /// within 64 characters).
+    /// Capture triggers are `{prefix}_ins`, `{prefix}_upd` and `{prefix}_del`; the seal's
+    /// reverse triggers `{prefix}_rin`, `{prefix}_rup` and `{prefix}_rde` (the caller keeps
+    /// them within 64 characters).
     pub trigger_prefix: String,
     /// The plan's statements for this table, each ``ALTER TABLE `table` …``; they are run on
     /// the shadow.
@@ -88,6 +90,15 @@ impl ShadowSpec {
             (format!("{}_del", self.trigger_prefix), "DELETE"),
             (format!("{}_upd", self.trigger_prefix), "UPDATE"),
             (format!("{}_ins", self.trigger_prefix), "INSERT"),
+        ]
+    }
+
+    /// The reverse triggers (new table → old table), in the order they are created.
+    fn reverse_triggers(&self) -> [(String, &'static str); 3] {
+        [
+            (format!("{}_rde", self.trigger_prefix), "DELETE"),
+            (format!("{}_rup", self.trigger_prefix), "UPDATE"),
+            (format!("{}_rin", self.trigger_prefix), "INSERT"),
         ]
     }
 
@@ -350,6 +361,54 @@ enum ZoneShift {
     ToTimestamp,
 }
 
+impl ZoneShift {
+    /// The same conversion read the other way (new table to old table).
+    fn inverse(self) -> ZoneShift {
+        match self {
+            ZoneShift::FromTimestamp => ZoneShift::ToTimestamp,
+            ZoneShift::ToTimestamp => ZoneShift::FromTimestamp,
+        }
+    }
+
+    /// `value` moved between the writer's zone and the global one.
+    fn apply(self, value: &str) -> String {
+        let (from, to) = match self {
+            ZoneShift::FromTimestamp => ("@@session.time_zone", "@@global.time_zone"),
+            ZoneShift::ToTimestamp => ("@@global.time_zone", "@@session.time_zone"),
+        };
+        format!("COALESCE(CONVERT_TZ({value}, {from}, {to}), {value})")
+    }
+}
+
+/// What [`Shadow::capture`] found.
+#[derive(Debug, Clone)]
+pub enum Capture {
+    /// The shadow and the three capture triggers exist exactly as the spec makes them, and the
+    /// shadow has no triggers of its own: every write on the table reaches the shadow.
+    Intact(Box<Shadow>),
+    /// Why the shadow cannot be trusted to follow the table.
+    Broken(String),
+}
+
+/// The statements with which the seal's lock holder turns the capture around, and back, while
+/// it holds both tables write-locked (see docs/protocols.md, "The gate and the seal").
+///
+/// The capture triggers and the reverse ones must never exist together: before the flip a
+/// write on the table would reach the shadow and, through the reverse trigger, the retention
+/// table, which does not exist yet (MariaDB opens every table a trigger names, transitively,
+/// before the statement runs); after it, a reverse write into the old table would fire the
+/// capture triggers left there, which name a shadow that is gone. Either way the application's
+/// write would fail. So each direction first drops the other's triggers and only then creates
+/// its own; run as one multi-statement, a failure stops before any trigger is created, and a
+/// lock holder that dies half way leaves a capture that [`Shadow::capture`] reports broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureSwap {
+    /// Capture triggers dropped, reverse triggers created on the shadow.
+    pub to_reverse: Vec<String>,
+    /// Reverse triggers dropped, capture triggers created again on the table.
+    pub to_forward: Vec<String>,
+}
+
 /// A prepared shadow table: the shadow and its triggers exist.
 #[derive(Debug, Clone)]
 pub struct Shadow {
@@ -458,10 +517,12 @@ impl Shadow {
     /// NULLs in a column becoming NOT NULL, values too long or too large for a narrower type).
     /// Those data checks scan the table once each.
     ///
-    /// Then creates the shadow and the triggers. If they already exist for this very spec (a
-    /// resume after a crash) they are verified and reused, and [`Shadow::resumed`] is true;
-    /// otherwise leftovers are dropped and everything is created again, and a saved checkpoint
-    /// must be discarded (the checksum would catch the rows it skipped).
+    /// Then creates the shadow and the triggers. If they already exist for this very spec and
+    /// still capture every write (a resume after a crash; see [`Shadow::capture`]) they are
+    /// reused, and [`Shadow::resumed`] is true; otherwise leftovers are dropped (a shadow a
+    /// seal left without capture, with its reverse triggers, included) and everything is
+    /// created again, and a saved checkpoint must be discarded (the checksum would catch the
+    /// rows it skipped).
     pub async fn prepare(conn: &ShardConn, spec: ShadowSpec) -> Result<Shadow, ShadowError> {
         validate_spec(&spec)?;
         let mut c = conn.conn().await?;
@@ -474,7 +535,7 @@ impl Shadow {
                 )
             })?;
         refuse_foreign_keys(&mut c, conn, &spec, &original).await?;
-        let existing = triggers_on_table(&mut c, conn, &spec).await?;
+        let existing = triggers_on(&mut c, conn, &spec.database, &spec.table).await?;
         let ours: HashSet<String> = spec.triggers().into_iter().map(|(name, _)| name).collect();
         let foreign: Vec<&str> = existing
             .iter()
@@ -504,28 +565,23 @@ impl Shadow {
         let ours_existing: Vec<&Trigger> =
             existing.iter().filter(|t| ours.contains(&t.name)).collect();
         let shadow_table = show_create(&mut c, conn, &spec.database, &spec.shadow).await?;
-        if let Some(shadow_table) = &shadow_table {
-            if ours_existing.len() == 3 {
-                if let Ok(layout) = layout(&spec, &original, shadow_table) {
-                    let shadow = Shadow {
-                        spec: spec.clone(),
-                        layout,
-                        resumed: true,
-                    };
-                    let wanted = shadow.trigger_bodies();
-                    let intact = wanted.iter().all(|(name, event, body)| {
-                        existing.iter().any(|t| {
-                            &t.name == name
-                                && t.event == *event
-                                && t.timing == "AFTER"
-                                && &t.body == body
-                        })
-                    });
-                    if intact {
-                        return Ok(shadow);
-                    }
-                }
+        let on_shadow = match shadow_table {
+            Some(_) => triggers_on(&mut c, conn, &spec.database, &spec.shadow).await?,
+            None => Vec::new(),
+        };
+        let capture = check_capture(
+            &spec,
+            &original,
+            shadow_table.as_ref(),
+            &existing,
+            &on_shadow,
+        );
+        match capture {
+            Capture::Intact(shadow) => return Ok(*shadow),
+            Capture::Broken(why) if shadow_table.is_some() => {
+                tracing::info!(table = %spec.table, shadow = %spec.shadow, %why, "the existing shadow cannot be resumed");
             }
+            Capture::Broken(_) => {}
         }
         if shadow_table.is_some() || !ours_existing.is_empty() {
             // Triggers exist only after the shadow is complete, and the copy only after all
@@ -633,6 +689,7 @@ impl Shadow {
                 shadow_name
             ),
             "locking the table to add the triggers (the user needs LOCK TABLES)",
+            MDL_PATIENCE,
         )
         .await?;
         let created = shadow.create_triggers(c, conn).await;
@@ -1076,22 +1133,9 @@ impl Shadow {
     /// fingerprint of the spec, so a resume never reuses triggers made for other statements.
     fn trigger_bodies(&self) -> Vec<(String, &'static str, String)> {
         let shadow = self.spec.shadow_name();
-        let key = &self.layout.key.columns;
-        let old_key = key
-            .iter()
-            .map(|k| format!("{0} <=> OLD.{0}", quote_ident(&k.name)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let key_kept = key
-            .iter()
-            .map(|k| format!("OLD.{0} <=> NEW.{0}", quote_ident(&k.name)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let new_key = key
-            .iter()
-            .map(|k| format!("{0} <=> NEW.{0}", quote_ident(&k.name)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let old_key = self.key_match("", "OLD.");
+        let key_kept = self.key_match("OLD.", "NEW.");
+        let new_key = self.key_match("", "NEW.");
         let targets = self.column_list(Side::Shadow);
         let values = self
             .layout
@@ -1099,16 +1143,8 @@ impl Shadow {
             .iter()
             .map(|(from, _)| {
                 let value = format!("NEW.{}", quote_ident(from));
-                let shift = self.layout.shifts.iter().find(|(c, _)| c == from);
-                match shift.map(|(_, s)| s) {
-                    Some(ZoneShift::FromTimestamp) => format!(
-                        "COALESCE(CONVERT_TZ({value}, @@session.time_zone, \
-                         @@global.time_zone), {value})"
-                    ),
-                    Some(ZoneShift::ToTimestamp) => format!(
-                        "COALESCE(CONVERT_TZ({value}, @@global.time_zone, \
-                         @@session.time_zone), {value})"
-                    ),
+                match self.shift(from) {
+                    Some(shift) => shift.apply(&value),
                     None => value,
                 }
             })
@@ -1144,9 +1180,202 @@ impl Shadow {
             .collect()
     }
 
+    /// (name, event, body) of the reverse triggers, in creation order: every write on the new
+    /// table (the shadow, once the seal renamed it into place) repeated into the old table
+    /// under its retention name `retention`. The inverse of [`Shadow::trigger_bodies`]: shadow
+    /// columns back to the table's, renamed columns under their old name, time zone shifts the
+    /// other way, rows found by the shared key; columns only the new table has are left out,
+    /// generated columns are never written.
+    ///
+    /// Unlike the capture, which rewrites whole rows with REPLACE, an update is an UPDATE of
+    /// the mapped columns: columns only the old table has (a dropped column) keep their values,
+    /// and a row inserted through the new table gets their defaults. `IGNORE`: a row the old
+    /// definition cannot hold next to the others (a unique key the change drops) is skipped
+    /// rather than failing the application's write, or displacing another row as REPLACE
+    /// would; the other conversions are made by the sql_mode without strict mode (see
+    /// [`reverse_sql_mode`]).
+    fn reverse_trigger_bodies(&self, retention: &str) -> Vec<(String, &'static str, String)> {
+        let old = qualify(&self.spec.database, retention);
+        let old_key = self.key_match("", "OLD.");
+        let values: Vec<(String, String)> = self
+            .layout
+            .columns
+            .iter()
+            .map(|(from, to)| {
+                let value = format!("NEW.{}", quote_ident(to));
+                let value = match self.shift(from) {
+                    Some(shift) => shift.inverse().apply(&value),
+                    None => value,
+                };
+                (quote_ident(from), value)
+            })
+            .collect();
+        let targets = values
+            .iter()
+            .map(|(column, _)| column.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let list = values
+            .iter()
+            .map(|(_, value)| value.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let assignments = values
+            .iter()
+            .map(|(column, value)| format!("{column} = {value}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let tag = format!("/* schemagate reverse {:016x} */", self.fingerprint());
+        self.spec
+            .reverse_triggers()
+            .into_iter()
+            .map(|(name, event)| {
+                let body = match event {
+                    "DELETE" => format!("BEGIN {tag} DELETE FROM {old} WHERE {old_key}; END"),
+                    // A changed key moves the row with its other columns.
+                    "UPDATE" => format!(
+                        "BEGIN {tag} UPDATE IGNORE {old} SET {assignments} WHERE {old_key}; END"
+                    ),
+                    _ => format!(
+                        "BEGIN {tag} INSERT IGNORE INTO {old} ({targets}) VALUES ({list}); END"
+                    ),
+                };
+                (name, event, body)
+            })
+            .collect()
+    }
+
+    /// The statements that turn the capture around for the seal and back (see
+    /// [`CaptureSwap`]). `retention` is the name the table gets at the flip; `session_mode` is
+    /// the sql_mode of the session that will run them, before any change.
+    pub fn capture_swap(&self, retention: &str, session_mode: &str) -> CaptureSwap {
+        let database = &self.spec.database;
+        let drop = |triggers: &[(String, &'static str)]| -> Vec<String> {
+            triggers
+                .iter()
+                .rev()
+                .map(|(name, _)| format!("DROP TRIGGER IF EXISTS {}", qualify(database, name)))
+                .collect()
+        };
+        let create = |bodies: Vec<(String, &'static str, String)>, on: String| {
+            bodies
+                .into_iter()
+                .map(move |(name, event, body)| {
+                    format!(
+                        "CREATE TRIGGER {} AFTER {event} ON {on} FOR EACH ROW {body}",
+                        qualify(database, &name)
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let forward = self.spec.triggers();
+        let reverse = self.spec.reverse_triggers();
+        // A trigger keeps the sql_mode it was created with.
+        let mut to_reverse = vec![format!(
+            "SET SESSION sql_mode = {}",
+            quote_string(&reverse_sql_mode(session_mode))
+        )];
+        // No drop of reverse triggers first: the gate found the shadow without triggers, and
+        // this runs while writes wait (a reverse trigger there would fail the CREATE, safely).
+        to_reverse.extend(drop(&forward));
+        to_reverse.extend(create(
+            self.reverse_trigger_bodies(retention),
+            self.spec.shadow_name(),
+        ));
+        let mut to_forward = vec![format!(
+            "SET SESSION sql_mode = {}",
+            quote_string(&capture_sql_mode(session_mode))
+        )];
+        to_forward.extend(drop(&reverse));
+        to_forward.extend(drop(&forward));
+        to_forward.extend(create(self.trigger_bodies(), self.spec.table_name()));
+        CaptureSwap {
+            to_reverse,
+            to_forward,
+        }
+    }
+
+    /// Whether the shadow of `spec` still follows its table: the shadow exists, the capture
+    /// triggers are on the table with exactly the bodies this spec makes, and the shadow has
+    /// no triggers (the seal's reverse ones are only there while it holds its locks, or after
+    /// a seal that was interrupted). Reads definitions and triggers; changes nothing.
+    pub async fn capture(conn: &ShardConn, spec: &ShadowSpec) -> Result<Capture, ShadowError> {
+        let mut c = conn.conn().await?;
+        let Some(original) = show_create(&mut c, conn, &spec.database, &spec.table).await? else {
+            return Ok(Capture::Broken(format!(
+                "table `{}` does not exist",
+                spec.table
+            )));
+        };
+        let shadow_table = show_create(&mut c, conn, &spec.database, &spec.shadow).await?;
+        let on_table = triggers_on(&mut c, conn, &spec.database, &spec.table).await?;
+        let on_shadow = match shadow_table {
+            Some(_) => triggers_on(&mut c, conn, &spec.database, &spec.shadow).await?,
+            None => Vec::new(),
+        };
+        Ok(check_capture(
+            spec,
+            &original,
+            shadow_table.as_ref(),
+            &on_table,
+            &on_shadow,
+        ))
+    }
+
+    /// Drops the seal's reverse triggers wherever they are. After a flip they sit on the live
+    /// table, where a DROP TRIGGER waiting for a long transaction's metadata lock would queue
+    /// every write behind it; so each drop only *tries* for the lock (`lock_wait_timeout = 0`)
+    /// and is tried again every few milliseconds, for up to `patience`. Safe to repeat.
+    pub async fn drop_reverse_triggers(
+        conn: &ShardConn,
+        spec: &ShadowSpec,
+        patience: Duration,
+    ) -> Result<(), ShadowError> {
+        let mut c = conn.conn().await?;
+        for (name, _) in spec.reverse_triggers().iter().rev() {
+            ddl_tried(
+                &mut c,
+                conn,
+                &format!("DROP TRIGGER IF EXISTS {}", qualify(&spec.database, name)),
+                &format!("dropping trigger `{name}`"),
+                patience,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn key_match(&self, left: &str, right: &str) -> String {
+        self.layout
+            .key
+            .columns
+            .iter()
+            .map(|k| format!("{left}{0} <=> {right}{0}", quote_ident(&k.name)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    fn shift(&self, column: &str) -> Option<ZoneShift> {
+        self.layout
+            .shifts
+            .iter()
+            .find(|(c, _)| c == column)
+            .map(|(_, s)| *s)
+    }
+
+    /// Of what the triggers' bodies depend on; not of how the copy goes about its work
+    /// (`defer_indexes`), which the seal's capture check does not know.
     fn fingerprint(&self) -> u64 {
+        let spec = &self.spec;
         let text = serde_json::json!([
-            self.spec,
+            [
+                &spec.database,
+                &spec.table,
+                &spec.shadow,
+                &spec.trigger_prefix,
+                &spec.statements,
+                &spec.renames,
+            ],
             self.layout.columns,
             self.layout
                 .key
@@ -1837,6 +2066,35 @@ impl Shadow {
     }
 }
 
+/// The sql_mode the capture triggers are created with, from the session's: the session's plus
+/// `NO_AUTO_VALUE_ON_ZERO`, as [`set_copy_mode`] sets it.
+fn capture_sql_mode(session: &str) -> String {
+    let mut modes: Vec<&str> = session.split(',').filter(|m| !m.is_empty()).collect();
+    if !modes.contains(&"NO_AUTO_VALUE_ON_ZERO") {
+        modes.push("NO_AUTO_VALUE_ON_ZERO");
+    }
+    modes.join(",")
+}
+
+/// The sql_mode the reverse triggers are created with: the capture triggers' without strict
+/// mode (`TRADITIONAL` implies it), so that a row the new definition accepts and the old one
+/// cannot hold (a NOT NULL column without default that the new table lacks, a NULL in a
+/// column that was NOT NULL, a longer value) is stored as the old definition allows, with a
+/// warning, instead of failing the application's write. Only rows written between a flip and
+/// its swap-back need them.
+fn reverse_sql_mode(session: &str) -> String {
+    capture_sql_mode(session)
+        .split(',')
+        .filter(|m| {
+            !matches!(
+                *m,
+                "STRICT_TRANS_TABLES" | "STRICT_ALL_TABLES" | "TRADITIONAL"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Adds `NO_AUTO_VALUE_ON_ZERO` to the session's sql_mode, for the copy and the triggers: a
 /// row whose AUTO_INCREMENT column holds 0 keeps it instead of getting the next number.
 async fn set_copy_mode(c: &mut Conn, conn: &ShardConn) -> Result<(), LiveError> {
@@ -1933,6 +2191,17 @@ async fn cleanup_with(
     spec: &ShadowSpec,
 ) -> Result<(), ShadowError> {
     drop_triggers_with(c, conn, spec).await?;
+    // The seal's reverse triggers, left on the shadow by a seal that was interrupted or
+    // swapped back (dropping the shadow would take them too; by name they go wherever they are).
+    for (name, _) in spec.reverse_triggers().iter().rev() {
+        ddl(
+            c,
+            conn,
+            &format!("DROP TRIGGER IF EXISTS {}", qualify(&spec.database, name)),
+            &format!("dropping trigger `{name}`"),
+        )
+        .await?;
+    }
     ddl(
         c,
         conn,
@@ -1956,6 +2225,7 @@ async fn drop_triggers_with(
             conn,
             &format!("DROP TRIGGER IF EXISTS {}", qualify(&spec.database, name)),
             &format!("dropping trigger `{name}`"),
+            MDL_PATIENCE,
         )
         .await?;
     }
@@ -2122,20 +2392,64 @@ struct Trigger {
     body: String,
 }
 
-async fn triggers_on_table(
+/// See [`Shadow::capture`]: `on_table` and `on_shadow` are the triggers found on each.
+fn check_capture(
+    spec: &ShadowSpec,
+    original: &Table,
+    shadow_table: Option<&Table>,
+    on_table: &[Trigger],
+    on_shadow: &[Trigger],
+) -> Capture {
+    let Some(shadow_table) = shadow_table else {
+        return Capture::Broken(format!("the shadow table `{}` does not exist", spec.shadow));
+    };
+    let layout = match layout(spec, original, shadow_table) {
+        Ok(layout) => layout,
+        Err(reason) => {
+            return Capture::Broken(format!("the shadow no longer fits the table: {reason}"))
+        }
+    };
+    let shadow = Shadow {
+        spec: spec.clone(),
+        layout,
+        resumed: true,
+    };
+    for (name, event, body) in shadow.trigger_bodies() {
+        match on_table.iter().find(|t| t.name == name) {
+            None => return Capture::Broken(format!("capture trigger `{name}` is missing")),
+            Some(t) if t.event != event || t.timing != "AFTER" || t.body != body => {
+                return Capture::Broken(format!(
+                    "capture trigger `{name}` is not the one this change creates"
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    if !on_shadow.is_empty() {
+        let names: Vec<&str> = on_shadow.iter().map(|t| t.name.as_str()).collect();
+        return Capture::Broken(format!(
+            "the shadow table has triggers of its own ({})",
+            names.join(", ")
+        ));
+    }
+    Capture::Intact(Box::new(shadow))
+}
+
+async fn triggers_on(
     c: &mut Conn,
     conn: &ShardConn,
-    spec: &ShadowSpec,
+    database: &str,
+    table: &str,
 ) -> Result<Vec<Trigger>, ShadowError> {
     let rows: Vec<Row> = c
         .exec(
             "SELECT TRIGGER_NAME, EVENT_MANIPULATION, ACTION_TIMING, ACTION_STATEMENT \
              FROM information_schema.TRIGGERS \
              WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ?",
-            (&spec.database, &spec.table),
+            (database, table),
         )
         .await
-        .map_err(|e| conn.query_error("listing the table's triggers", e))?;
+        .map_err(|e| conn.query_error(format!("listing the triggers of `{table}`"), e))?;
     Ok(rows
         .iter()
         .map(|row| Trigger {
@@ -2168,12 +2482,13 @@ async fn ddl(c: &mut Conn, conn: &ShardConn, sql: &str, context: &str) -> Result
 /// queued request holds up every session that comes after it, so a long transaction on the
 /// table would stall all writes behind the tool. Each try gives up at once
 /// (`lock_wait_timeout = 0`); tries repeat every millisecond for [`MDL_TRY_BUDGET`], then
-/// again after growing pauses, for at most [`MDL_PATIENCE`].
+/// again after growing pauses, for at most `patience`.
 async fn ddl_tried(
     c: &mut Conn,
     conn: &ShardConn,
     sql: &str,
     context: &str,
+    patience: Duration,
 ) -> Result<(), LiveError> {
     c.query_drop("SET @_sg_lock_wait = @@session.lock_wait_timeout, SESSION lock_wait_timeout = 0")
         .await
@@ -2194,7 +2509,7 @@ async fn ddl_tried(
                 Err(e) => break 'rounds Err(e),
             }
         };
-        if started.elapsed() > MDL_PATIENCE {
+        if started.elapsed() > patience {
             break Err(busy);
         }
         round += 1;
@@ -2208,9 +2523,9 @@ async fn ddl_tried(
     outcome.map_err(|e| {
         conn.query_error(
             format!(
-                "{context} (the table stayed in use by other sessions for {} s; a long \
+                "{context} (the table stayed in use by other sessions for {} ms; a long \
                  transaction may hold it: run again later)",
-                MDL_PATIENCE.as_secs()
+                patience.as_millis()
             ),
             e,
         )
@@ -2990,6 +3305,25 @@ mod tests {
                 Some("[30]".into())
             ]
         );
+    }
+
+    #[test]
+    fn reverse_triggers_are_created_without_strict_mode() {
+        let session = "STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION";
+        assert_eq!(
+            capture_sql_mode(session),
+            format!("{session},NO_AUTO_VALUE_ON_ZERO")
+        );
+        assert_eq!(
+            reverse_sql_mode(session),
+            "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO"
+        );
+        // TRADITIONAL implies strict mode again; an empty session mode stays valid.
+        assert_eq!(
+            reverse_sql_mode("STRICT_ALL_TABLES,TRADITIONAL,NO_AUTO_VALUE_ON_ZERO"),
+            "NO_AUTO_VALUE_ON_ZERO"
+        );
+        assert_eq!(capture_sql_mode(""), "NO_AUTO_VALUE_ON_ZERO");
     }
 
     #[test]
