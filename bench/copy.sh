@@ -13,7 +13,7 @@
 #   CONTENDERS=schemagate,pt-osc,native
 #   DIAG=1                           also time single-statement variants (where time goes)
 #   RUST_LOG=reconciler=debug        the engine's per-chunk and index-build log lines
-#   COPY_THREADS=2 DEFER_INDEXES=1   the copy's connections; 0 keeps secondary indexes during the copy
+#   COPY_THREADS=1 DEFER_INDEXES=1   the copy's connections; 0 keeps secondary indexes during the copy
 #   RESULTS=FILE                     raw timings as JSON
 set -euo pipefail
 

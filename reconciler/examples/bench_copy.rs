@@ -18,7 +18,7 @@
 //! (`schemagate,pt-osc,native`), `PTOSC` (`pt-online-schema-change`), `RESULTS` (a JSON file
 //! for the raw timings), `DIAG=1` (also time single-statement variants of the copy and the
 //! checksum, to show where schemagate's time goes), `RUST_LOG=reconciler=debug` (the engine's
-//! chunk and index-build log lines on stderr), `COPY_THREADS` (2), `DEFER_INDEXES` (1; 0 keeps
+//! chunk and index-build log lines on stderr), `COPY_THREADS` (1), `DEFER_INDEXES` (1; 0 keeps
 //! the secondary index in the shadow during the copy, as on a shard with replicas).
 
 mod bench;

@@ -383,8 +383,10 @@ async fn no_data_is_lost_under_concurrent_inserts_updates_key_changes_and_delete
     wait_for(100).await;
     let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
     let before_copy = ops.load(Ordering::Relaxed);
+    // Two copying connections: chunks finish out of order under the writer.
     let options = CopyOptions {
         target_chunk_time: Duration::from_millis(10),
+        threads: 2,
         ..CopyOptions::default()
     };
     let mut chunks = 0;
@@ -1593,6 +1595,7 @@ async fn the_copy_causes_no_deadlocks_for_single_row_writers() {
     let shadow = Shadow::prepare(&conn, spec.clone()).await.expect("prepare");
     let options = CopyOptions {
         target_chunk_time: Duration::from_millis(20),
+        threads: 2,
         ..CopyOptions::default()
     };
     shadow

@@ -38,8 +38,8 @@ pub struct Args {
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub chunk_time: std::time::Duration,
     /// Connections copying rows of one table at once (chunks are still taken in key order;
-    /// their copying overlaps).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    /// their copying overlaps). More load on the shard; worth it where it has idle cores.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub copy_threads: u16,
     /// How long the previous version of a replaced table is kept after the seal (revert window).
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]

@@ -122,7 +122,9 @@ pub struct CopyOptions {
     pub replicas: Vec<ShardConn>,
     pub max_replica_lag: Duration,
     /// Connections copying at once. Chunks are still handed out in key order (each is
-    /// locked before the next one's bounds are known); what overlaps is their copying.
+    /// locked before the next one's bounds are known); what overlaps is their copying. One by
+    /// default: on the 2-CPU benchmark machine a second one made the copy slower (it competes
+    /// with the checksum and the server's own threads); servers with cores to spare may gain.
     pub threads: usize,
 }
 
@@ -135,7 +137,7 @@ impl Default for CopyOptions {
             max_threads_running: 50,
             replicas: Vec::new(),
             max_replica_lag: Duration::from_secs(5),
-            threads: 2,
+            threads: 1,
         }
     }
 }
