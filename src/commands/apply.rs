@@ -35,7 +35,7 @@ pub struct Args {
     pub seal_args: super::status::SealArgs,
     /// Target duration of each copy chunk: application writes to rows being copied wait at most
     /// about this long.
-    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
     pub chunk_time: std::time::Duration,
     /// Connections copying rows of one table at once (chunks are still taken in key order;
     /// their copying overlaps). More load on the shard; worth it where it has idle cores.
