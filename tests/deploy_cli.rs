@@ -732,3 +732,69 @@ fn a_partial_flip_is_swapped_back_without_losing_a_write() {
     }
     assert_eq!(code(&schemagate(&["plan", "--repo", &repo_arg])), 0);
 }
+
+/// An INSTANT change runs at the seal, queued with the flip behind the locks: a round given up
+/// (another shard's table stays in use) must not let it run on the shards that held theirs.
+#[test]
+fn an_abandoned_seal_round_leaves_instant_changes_unapplied() {
+    let [a, b, ..] = servers() else {
+        panic!("two servers")
+    };
+    let db = database(
+        &[a, b],
+        "instant",
+        "CREATE TABLE tags (id int NOT NULL PRIMARY KEY, name varchar(20) NOT NULL) ENGINE=InnoDB;
+         INSERT INTO tags VALUES (1, 'a'), (2, 'b');",
+    );
+    let dir = repo(
+        &config("app", &db, &[("a", a.dsn()), ("b", b.dsn())]),
+        &[(
+            "app/tags.sql",
+            "create table tags (id int not null primary key, name varchar(20) not null, extra int);",
+        )],
+    );
+    let repo_arg = dir.path().to_str().unwrap().to_string();
+    let plan = schemagate(&["plan", "--repo", &repo_arg]);
+    assert!(stdout(&plan).contains("instant"), "{}", stdout(&plan));
+    let id = stage(&repo_arg);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let holder = rt.block_on(async {
+        let opts = mysql_async::Opts::from_url(&format!("{}/{db}", b.dsn())).unwrap();
+        let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+        conn.query_drop("BEGIN").await.unwrap();
+        conn.query_drop("SELECT * FROM tags WHERE id = 1 FOR UPDATE")
+            .await
+            .unwrap();
+        conn
+    });
+    let refused = schemagate(&["seal", &id, "--repo", &repo_arg, "--seal-attempts", "2"]);
+    assert_eq!(code(&refused), 2, "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("no shard was flipped"),
+        "{}",
+        stderr(&refused)
+    );
+    for server in [a, b] {
+        assert!(
+            !show_tables(server, &db)
+                .iter()
+                .any(|(_, sql)| sql.contains("`extra`")),
+            "the INSTANT change ran without the seal"
+        );
+    }
+    rt.block_on(async move {
+        let mut holder = holder;
+        holder.query_drop("COMMIT").await.unwrap();
+    });
+    let sealed = schemagate(&["seal", &id, "--repo", &repo_arg]);
+    assert_eq!(code(&sealed), 0, "{}{}", stdout(&sealed), stderr(&sealed));
+    for server in [a, b] {
+        assert!(show_tables(server, &db)
+            .iter()
+            .any(|(_, sql)| sql.contains("`extra`")));
+    }
+}

@@ -169,6 +169,8 @@ fn plan_flip<'a>(
 struct Held {
     lock: Conn,
     flip: tokio::task::JoinHandle<Result<SystemTime, String>>,
+    /// The runner's connection id, to stop its queued flip (see [`stop_flip`]).
+    runner_id: Option<u64>,
     /// The capture was (or may have been, if that failed half way) turned around.
     turned: bool,
 }
@@ -768,10 +770,12 @@ async fn hold(flip: &Flip<'_>, id: &str, options: &SealOptions) -> Result<Held, 
             return Ok(Held {
                 lock,
                 flip: task,
+                runner_id,
                 turned: false,
             });
         }
         if task.is_finished() || Instant::now() > deadline {
+            stop_flip(&mut lock, runner_id, flip).await;
             let _ = lock.query_drop("UNLOCK TABLES").await;
             let outcome = task.await.map_err(|e| e.to_string())?;
             return Err(match outcome {
@@ -838,6 +842,7 @@ async fn abandon(mut held: Held, flip: &Flip<'_>, id: &str) {
             warn!(shard = %flip.conn.shard, error = %e, "turning the capture triggers back failed");
         }
     }
+    stop_flip(&mut held.lock, held.runner_id, flip).await;
     let _ = held.lock.query_drop("UNLOCK TABLES").await;
     let _ = held.flip.await;
     let _ = held
@@ -847,6 +852,18 @@ async fn abandon(mut held: Held, flip: &Flip<'_>, id: &str) {
             flip.qualified(&sentinel(id))
         ))
         .await;
+}
+
+/// Interrupts the runner's queued statement before the lock holder lets go of a shard it does
+/// not flip. The sentinel makes the RENAME fail after an unlock, but the INSTANT ALTERs queued
+/// before it would run: the table would change without the flip.
+async fn stop_flip(lock: &mut Conn, runner_id: Option<u64>, flip: &Flip<'_>) {
+    let Some(runner_id) = runner_id else {
+        return;
+    };
+    if let Err(e) = lock.query_drop(format!("KILL QUERY {runner_id}")).await {
+        warn!(shard = %flip.conn.shard, error = %e, "stopping the queued flip failed");
+    }
 }
 
 /// Drops the sentinel and unlocks: the queued flip runs first.
