@@ -408,6 +408,21 @@ async fn timed_writer(dsn: String, database: String, stop: Arc<AtomicBool>) -> s
     longest
 }
 
+/// A transaction that keeps `table` in use (a row lock on id 1) until it is committed.
+async fn hold_row(
+    server: &reconciler::sandbox::Server,
+    db: &str,
+    table: &str,
+) -> mysql_async::Conn {
+    let opts = mysql_async::Opts::from_url(&format!("{}/{db}", server.dsn())).unwrap();
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    conn.query_drop("BEGIN").await.unwrap();
+    conn.query_drop(format!("SELECT * FROM {table} WHERE id = 1 FOR UPDATE"))
+        .await
+        .unwrap();
+    conn
+}
+
 #[test]
 fn a_long_transaction_holds_the_seal_back_without_stalling_writers() {
     let [a, b, ..] = servers() else {
@@ -427,15 +442,7 @@ fn a_long_transaction_holds_the_seal_back_without_stalling_writers() {
         .build()
         .unwrap();
     // A transaction on shard b keeps `items` in use for the whole first seal attempt.
-    let holder = rt.block_on(async {
-        let opts = mysql_async::Opts::from_url(&format!("{}/{db}", b.dsn())).unwrap();
-        let mut conn = mysql_async::Conn::new(opts).await.unwrap();
-        conn.query_drop("BEGIN").await.unwrap();
-        conn.query_drop("SELECT * FROM items WHERE id = 1 FOR UPDATE")
-            .await
-            .unwrap();
-        conn
-    });
+    let holder = rt.block_on(hold_row(b, &db, "items"));
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = [a, b]
         .iter()
@@ -762,15 +769,7 @@ fn an_abandoned_seal_round_leaves_instant_changes_unapplied() {
         .enable_all()
         .build()
         .unwrap();
-    let holder = rt.block_on(async {
-        let opts = mysql_async::Opts::from_url(&format!("{}/{db}", b.dsn())).unwrap();
-        let mut conn = mysql_async::Conn::new(opts).await.unwrap();
-        conn.query_drop("BEGIN").await.unwrap();
-        conn.query_drop("SELECT * FROM tags WHERE id = 1 FOR UPDATE")
-            .await
-            .unwrap();
-        conn
-    });
+    let holder = rt.block_on(hold_row(b, &db, "tags"));
     let refused = schemagate(&["seal", &id, "--repo", &repo_arg, "--seal-attempts", "2"]);
     assert_eq!(code(&refused), 2, "{}", stderr(&refused));
     assert!(

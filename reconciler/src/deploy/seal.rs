@@ -614,16 +614,7 @@ async fn flip_round(
 ) -> Result<Vec<SystemTime>, RoundError> {
     let prepared = join_all(flips.iter().map(|f| hold(f, id, options))).await;
     if prepared.iter().any(Result::is_err) {
-        let why = prepared
-            .iter()
-            .zip(flips)
-            .filter_map(|(r, f)| {
-                r.as_ref()
-                    .err()
-                    .map(|e| format!("shard {}: {e}", f.conn.shard))
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
+        let why = shard_errors(&prepared, flips).join("; ");
         // Unlocking without dropping the sentinel makes every queued flip fail: nothing flips.
         join_all(
             prepared
@@ -639,16 +630,7 @@ async fn flip_round(
     // and its stall stays the lock budget.
     let turned = join_all(held.iter_mut().zip(flips).map(|(h, f)| turn(h, f))).await;
     if turned.iter().any(Result::is_err) {
-        let why = turned
-            .iter()
-            .zip(flips)
-            .filter_map(|(r, f)| {
-                r.as_ref()
-                    .err()
-                    .map(|e| format!("shard {}: {e}", f.conn.shard))
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
+        let why = shard_errors(&turned, flips).join("; ");
         join_all(held.into_iter().zip(flips).map(|(h, f)| abandon(h, f, id))).await;
         return Err(RoundError::Retry(why));
     }
@@ -661,15 +643,7 @@ async fn flip_round(
         "flip released on every shard"
     );
 
-    let failures: Vec<String> = released
-        .iter()
-        .zip(flips)
-        .filter_map(|(r, f)| {
-            r.as_ref()
-                .err()
-                .map(|e| format!("shard {}: {e}", f.conn.shard))
-        })
-        .collect();
+    let failures = shard_errors(&released, flips);
     if failures.is_empty() {
         return Ok(released.into_iter().filter_map(Result::ok).collect());
     }
@@ -690,6 +664,19 @@ async fn flip_round(
         }
     }
     Err(RoundError::Partial(report.join("; ")))
+}
+
+/// Each failed shard's error, named by shard.
+fn shard_errors<T>(results: &[Result<T, String>], flips: &[Flip<'_>]) -> Vec<String> {
+    results
+        .iter()
+        .zip(flips)
+        .filter_map(|(r, f)| {
+            r.as_ref()
+                .err()
+                .map(|e| format!("shard {}: {e}", f.conn.shard))
+        })
+        .collect()
 }
 
 /// Takes the shard's locks and queues its flip behind them.
