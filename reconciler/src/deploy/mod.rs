@@ -626,11 +626,7 @@ impl Stager<'_> {
     /// Shadow strategy: prepare, then copy and verify (progress persisted on the side).
     async fn shadow(&self, cell: &Cell) -> Result<(), DeployError> {
         let (conn, database, id) = (self.conn, self.database, self.id);
-        let wrap = |source| DeployError::Shadow {
-            shard: conn.shard.clone(),
-            table: cell.table.clone(),
-            source,
-        };
+        let wrap = |source| DeployError::shadow(conn, &cell.table, source);
         let mut spec = shadow_spec(database, id, cell);
         // Replicas replay the ALTER that adds deferred indexes as one long statement: with
         // replicas to keep up, indexes are maintained during the copy instead.
@@ -677,6 +673,17 @@ impl Stager<'_> {
         copied.map_err(wrap)?;
         persisted?;
         Ok(())
+    }
+}
+
+impl DeployError {
+    /// A shadow engine error, placed on its shard and table.
+    pub fn shadow(conn: &ShardConn, table: &str, source: ShadowError) -> Self {
+        DeployError::Shadow {
+            shard: conn.shard.clone(),
+            table: table.to_string(),
+            source,
+        }
     }
 }
 
@@ -848,11 +855,7 @@ pub async fn cancel(fleet: &Fleet, id: &str) -> Result<Vec<(String, String)>, De
                     }
                     Shadow::cleanup(conn, &shadow_spec(database, id, cell))
                         .await
-                        .map_err(|source| DeployError::Shadow {
-                            shard: conn.shard.clone(),
-                            table: cell.table.clone(),
-                            source,
-                        })?;
+                        .map_err(|source| DeployError::shadow(conn, &cell.table, source))?;
                     let clone = naming::artifact(id, "tst", &cell.table);
                     conn.execute(
                         "dropping a probe table",

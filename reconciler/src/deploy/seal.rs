@@ -371,14 +371,9 @@ async fn captures<'a>(
             .filter(|c| c.strategy == Strategy::Shadow)
         {
             let spec = shadow_spec(database, id, cell);
-            let capture =
-                Shadow::capture(conn, &spec)
-                    .await
-                    .map_err(|source| DeployError::Shadow {
-                        shard: conn.shard.clone(),
-                        table: cell.table.clone(),
-                        source,
-                    })?;
+            let capture = Shadow::capture(conn, &spec)
+                .await
+                .map_err(|source| DeployError::shadow(conn, &cell.table, source))?;
             match capture {
                 Capture::Intact(shadow) => shard.push(shadow.capture_swap(
                     &crate::naming::artifact(id, "old", &cell.table),
@@ -959,11 +954,7 @@ async fn finish(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), De
         }
         for cell in &record.cells {
             if cell.strategy == Strategy::Shadow {
-                let wrap = |source| DeployError::Shadow {
-                    shard: conn.shard.clone(),
-                    table: cell.table.clone(),
-                    source,
-                };
+                let wrap = |source| DeployError::shadow(conn, &cell.table, source);
                 // The reverse triggers now sit on the live table, writing the retention table:
                 // they go first, without queueing writes (the retention table must not be
                 // dropped while they exist, so the cell is only sealed once they are gone).
