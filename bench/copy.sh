@@ -31,14 +31,7 @@ perl -MDBD::mysql -e1 2>/dev/null || apt_install libdbd-mysql-perl
 SG_COMMIT=$(tree_commit)
 export SG_COMMIT
 log "building the benchmark (cargo build --release -p reconciler --example bench_copy)"
-for attempt in 1 2 3 4 5; do
-    if (cd "$ROOT" && cargo build --release --quiet -p reconciler --example bench_copy); then
-        break
-    fi
-    [[ $attempt == 5 ]] && die "cargo build --release failed 5 times"
-    log "build failed (the tree may be mid-change); retrying in 60s"
-    sleep 60
-done
+build_release -p reconciler --example bench_copy
 
 log "tree: $SG_COMMIT; load average before the run: $LOAD_START (on $(nproc) CPUs)"
 log "pt-online-schema-change: $("$PTOSC" --version 2>/dev/null | head -1)"

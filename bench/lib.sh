@@ -30,3 +30,17 @@ tree_commit() {
     fi
     echo "$commit"
 }
+
+# cargo build --release ARGS… in the tree, tried up to 5 times a minute apart: the tree may be
+# mid-change while others edit it.
+build_release() {
+    local attempt
+    for attempt in 1 2 3 4 5; do
+        if (cd "$ROOT" && cargo build --release --quiet "$@"); then
+            return 0
+        fi
+        [[ $attempt == 5 ]] && die "cargo build --release $* failed 5 times"
+        log "build failed (the tree may be mid-change); retrying in 60s"
+        sleep 60
+    done
+}

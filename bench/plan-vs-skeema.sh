@@ -36,14 +36,7 @@ INSTALL_DB=$(find_prog mariadb-install-db) || die "mariadb-install-db not found"
 MARIADB=$(find_prog mariadb) || die "the mariadb client is not found"
 
 log "building schemagate (cargo build --release)"
-for attempt in 1 2 3 4 5; do
-    if (cd "$ROOT" && cargo build --release --quiet --bin schemagate); then
-        break
-    fi
-    [[ $attempt == 5 ]] && die "cargo build --release failed 5 times"
-    log "build failed (the tree may be mid-change); retrying in 60s"
-    sleep 60
-done
+build_release --bin schemagate
 SCHEMAGATE=$ROOT/target/release/schemagate
 
 # ---------------------------------------------------------------------------------------------

@@ -21,14 +21,8 @@ find_prog mariadbd >/dev/null || apt_install mariadb-server
 SG_COMMIT=$(tree_commit)
 export SG_COMMIT
 log "building schemagate and the benchmark (cargo build --release --bin schemagate -p reconciler --example bench_seal)"
-for attempt in 1 2 3 4 5; do
-    if (cd "$ROOT" && cargo build --release --quiet --bin schemagate && cargo build --release --quiet -p reconciler --example bench_seal); then
-        break
-    fi
-    [[ $attempt == 5 ]] && die "cargo build --release failed 5 times"
-    log "build failed (the tree may be mid-change); retrying in 60s"
-    sleep 60
-done
+build_release --bin schemagate
+build_release -p reconciler --example bench_seal
 
 log "tree: $SG_COMMIT; load average before the run: $LOAD_START (on $(nproc) CPUs)"
 SCHEMAGATE=$ROOT/target/release/schemagate exec "$ROOT/target/release/examples/bench_seal"
