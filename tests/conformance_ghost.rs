@@ -882,6 +882,7 @@ fn spec_for(case: &Case, db: &str) -> ShadowSpec {
         statements: vec![format!("ALTER TABLE {} {}", q(table), case.alter())],
         renames: case.renames(),
         defer_indexes: true,
+        carry_foreign_keys: false,
     }
 }
 

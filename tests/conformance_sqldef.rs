@@ -383,6 +383,7 @@ fn desired_state(server: &Server, database: &str, desired: &str) -> Desired {
                 dsn,
                 replicas: Vec::new(),
             }],
+            foreign_keys: Default::default(),
         }],
     };
     let files = BTreeMap::from([(

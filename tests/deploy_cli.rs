@@ -797,3 +797,110 @@ fn an_abandoned_seal_round_leaves_instant_changes_unapplied() {
             .any(|(_, sql)| sql.contains("`extra`")));
     }
 }
+
+/// `foreign_keys: carry`: a child table goes through the shadow with its foreign keys (one
+/// kept with its cascade, one added), on two shards; after the seal the keys have their own
+/// names, the old table gave them up, and the plan finds nothing left to do.
+#[test]
+fn foreign_keys_are_carried_through_the_seal_when_configured() {
+    let [a, b, ..] = servers() else {
+        panic!("two servers")
+    };
+    let db = database(
+        &[a, b],
+        "fkseal",
+        "CREATE TABLE customers (id int PRIMARY KEY) ENGINE=InnoDB;
+         CREATE TABLE shops (id int PRIMARY KEY) ENGINE=InnoDB;
+         CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL, shop_id int, qty int,
+           KEY shop_id (shop_id),
+           CONSTRAINT fk_customer FOREIGN KEY (customer_id) REFERENCES customers (id) ON DELETE CASCADE) ENGINE=InnoDB;
+         INSERT INTO customers SELECT seq FROM seq_1_to_20;
+         INSERT INTO shops SELECT seq FROM seq_1_to_5;
+         INSERT INTO orders SELECT seq, 1 + seq % 20, 1 + seq % 5, seq FROM seq_1_to_2000;",
+    );
+    let files = [
+        ("app/customers.sql", "create table customers (id int primary key);"),
+        ("app/shops.sql", "create table shops (id int primary key);"),
+        (
+            "app/orders.sql",
+            "create table orders (id int primary key, customer_id int not null, shop_id int, qty bigint,
+               key shop_id (shop_id),
+               constraint fk_customer foreign key (customer_id) references customers (id) on delete cascade,
+               constraint fk_shop foreign key (shop_id) references shops (id));",
+        ),
+    ];
+    let plain = config("app", &db, &[("a", a.dsn()), ("b", b.dsn())]);
+    let dir = repo(&plain, &files);
+    let repo_arg = dir.path().to_str().unwrap().to_string();
+    let out = schemagate(&["apply", "--repo", &repo_arg, "--yes"]);
+    assert_ne!(code(&out), 0);
+    assert!(
+        stderr(&out).contains("foreign_keys: carry"),
+        "{}",
+        stderr(&out)
+    );
+
+    let carry = plain.replacen("    shards:", "    foreign_keys: carry\n    shards:", 1);
+    std::fs::write(dir.path().join("schemagate.yaml"), carry).unwrap();
+    // The failed cell is cancelled, then the same target staged again.
+    let failed = schemagate(&["status", "--repo", &repo_arg, "--format", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&failed)).unwrap();
+    let id = status["deployments"][0]["id"].as_str().unwrap().to_string();
+    let out = schemagate(&["cancel", &id, "--repo", &repo_arg]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let id = stage(&repo_arg);
+
+    // At the gate: a cascade reaches the shadow through its own key.
+    sql(a, Some(&db), "DELETE FROM customers WHERE id = 3");
+    let out = schemagate(&["seal", &id, "--repo", &repo_arg]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    for server in [a, b] {
+        let tables: BTreeMap<String, String> = show_tables(server, &db).into_iter().collect();
+        let orders = &tables["orders"];
+        assert!(orders.contains("CONSTRAINT `fk_customer` FOREIGN KEY (`customer_id`) REFERENCES `customers` (`id`) ON DELETE CASCADE"), "{orders}");
+        assert!(
+            orders
+                .contains("CONSTRAINT `fk_shop` FOREIGN KEY (`shop_id`) REFERENCES `shops` (`id`)"),
+            "{orders}"
+        );
+        assert!(orders.contains("`qty` bigint(20)"), "{orders}");
+        let retained = format!(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME LIKE '\\_sg%'"
+        );
+        assert_eq!(
+            scalar::<i64>(&server.dsn(), &retained),
+            Some(1),
+            "the old table is retained"
+        );
+        let keys = format!(
+            "SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = '{db}' AND TABLE_NAME LIKE '\\_sg%'"
+        );
+        assert_eq!(
+            scalar::<i64>(&server.dsn(), &keys),
+            Some(0),
+            "without its keys"
+        );
+    }
+    let count = |server: &reconciler::sandbox::Server| {
+        scalar::<i64>(
+            &server.dsn(),
+            &format!("SELECT COUNT(*) FROM `{db}`.orders WHERE customer_id = 3"),
+        )
+    };
+    assert_eq!(count(a), Some(0));
+    assert_eq!(count(b), Some(100));
+    // The new table's keys hold.
+    sql(a, Some(&db), "DELETE FROM customers WHERE id = 4");
+    assert_eq!(
+        scalar::<i64>(
+            &a.dsn(),
+            &format!("SELECT COUNT(*) FROM `{db}`.orders WHERE customer_id = 4")
+        ),
+        Some(0)
+    );
+    assert_eq!(
+        code(&schemagate(&["plan", "--repo", &repo_arg])),
+        0,
+        "nothing left to change"
+    );
+}

@@ -170,6 +170,7 @@ async fn run_schemagate(
         statements: vec![format!("ALTER TABLE `{table}` {ALTER_CLAUSES}")],
         renames: vec![],
         defer_indexes: env_or("DEFER_INDEXES", 1u8) == 1,
+        carry_foreign_keys: false,
     };
     let load = loadavg();
     let t0 = Instant::now();

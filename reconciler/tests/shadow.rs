@@ -42,6 +42,7 @@ fn spec(db: &str, table: &str, statements: &[&str]) -> ShadowSpec {
         statements: statements.iter().map(|s| s.to_string()).collect(),
         renames: Vec::new(),
         defer_indexes: true,
+        carry_foreign_keys: false,
     }
 }
 
@@ -1352,6 +1353,7 @@ async fn secondary_indexes_are_built_after_the_copy_exactly_as_planned() {
     // Not deferred: the shadow has every index from the start.
     let kept = ShadowSpec {
         defer_indexes: false,
+        carry_foreign_keys: false,
         ..spec.clone()
     };
     let shadow = Shadow::prepare(&conn, kept.clone()).await.expect("prepare");
@@ -1679,5 +1681,151 @@ async fn a_long_transaction_delays_the_triggers_without_stalling_writers() {
         .await
         .expect("copy");
     Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+    conn.disconnect().await;
+}
+
+#[tokio::test]
+async fn carried_foreign_keys_follow_cascades_and_new_keys_are_checked() {
+    let conn = shard(server(0));
+    let db = database(
+        &conn,
+        "fkcarry",
+        "CREATE TABLE customers (id INT PRIMARY KEY);
+         CREATE TABLE shops (id INT PRIMARY KEY);
+         CREATE TABLE orders (id INT PRIMARY KEY, customer_id INT NOT NULL, shop_id INT, qty INT,
+           KEY (shop_id),
+           CONSTRAINT fk_customer FOREIGN KEY (customer_id) REFERENCES customers (id) ON DELETE CASCADE);
+         INSERT INTO customers SELECT seq FROM seq_1_to_50;
+         INSERT INTO shops SELECT seq FROM seq_1_to_10;
+         INSERT INTO orders SELECT seq, 1 + seq % 50, 1 + seq % 10, seq FROM seq_1_to_5000;",
+    )
+    .await;
+    let add_shop_key = "ALTER TABLE `orders` ADD CONSTRAINT `fk_shop` FOREIGN KEY (`shop_id`) REFERENCES `shops` (`id`)";
+    let retype = "ALTER TABLE `orders` MODIFY `qty` bigint(20) DEFAULT NULL";
+    let carry = |table: &str, statements: &[&str]| ShadowSpec {
+        carry_foreign_keys: true,
+        ..spec(&db, table, statements)
+    };
+
+    // Without the setting the table is refused, and the message names the setting.
+    let message = refusal(Shadow::prepare(&conn, spec(&db, "orders", &[retype])).await);
+    assert!(message.contains("foreign_keys: carry"), "{message}");
+    // A table others reference is refused either way.
+    let message = refusal(
+        Shadow::prepare(
+            &conn,
+            carry("customers", &["ALTER TABLE `customers` ADD COLUMN c int"]),
+        )
+        .await,
+    );
+    assert!(message.contains("references it"), "{message}");
+    // A new key acting on the children would change the shadow alone.
+    let cascading = format!("{add_shop_key} ON DELETE SET NULL");
+    let message = refusal(Shadow::prepare(&conn, carry("orders", &[&cascading])).await);
+    assert!(
+        message.contains("changes rows when its parent changes"),
+        "{message}"
+    );
+    // A new key the rows break is refused before anything is copied.
+    exec(
+        &conn,
+        &format!("UPDATE `{db}`.orders SET shop_id = 99 WHERE id = 7"),
+    )
+    .await;
+    let message = refusal(Shadow::prepare(&conn, carry("orders", &[retype, add_shop_key])).await);
+    assert!(
+        message.contains("finds no row in") && message.contains("[7]"),
+        "{message}"
+    );
+    assert!(artifacts(&conn, &db).await.is_empty());
+    exec(
+        &conn,
+        &format!("UPDATE `{db}`.orders SET shop_id = 2 WHERE id = 7"),
+    )
+    .await;
+
+    let shadow = Shadow::prepare(&conn, carry("orders", &[retype, add_shop_key]))
+        .await
+        .expect("prepare");
+    let keys = |table: &str| {
+        let (conn, db) = (&conn, &db);
+        let table = table.to_string();
+        async move {
+            texts(
+                conn,
+                &format!(
+                    "SELECT CONSTRAINT_NAME, REFERENCED_TABLE_NAME, DELETE_RULE \
+                     FROM information_schema.REFERENTIAL_CONSTRAINTS \
+                     WHERE CONSTRAINT_SCHEMA = '{db}' AND TABLE_NAME = '{table}' ORDER BY 1"
+                ),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        keys(SHADOW).await,
+        [
+            vec![format!("{PREFIX}_f0"), "customers".into(), "CASCADE".into()],
+            vec![format!("{PREFIX}_f1"), "shops".into(), "RESTRICT".into()],
+        ]
+    );
+    copy_all(&shadow, &conn, None).await;
+
+    // At the gate: a customer's delete cascades into the table and, through the shadow's own
+    // key, into the shadow (no trigger fires for a cascade); the new key already holds.
+    exec(&conn, &format!("DELETE FROM `{db}`.customers WHERE id = 3")).await;
+    let mut c = conn.conn().await.expect("conn");
+    let err = c
+        .query_drop(format!("DELETE FROM `{db}`.shops WHERE id = 4"))
+        .await
+        .expect_err("the shadow's new key refuses the parent's delete");
+    assert!(err.to_string().contains("foreign key constraint"), "{err}");
+    c.query_drop(format!("INSERT INTO `{db}`.orders VALUES (9001, 5, 6, 1)"))
+        .await
+        .expect("insert");
+    drop(c);
+    shadow
+        .checksum(&conn)
+        .await
+        .expect("checksum after the cascade");
+    let (table, copy) = both(
+        &conn,
+        &db,
+        ("orders", SHADOW),
+        "id, customer_id, shop_id, qty",
+        "id",
+    )
+    .await;
+    assert_eq!(table, copy);
+    let orphans = texts(
+        &conn,
+        &format!("SELECT COUNT(*) FROM `{db}`.`{SHADOW}` WHERE customer_id = 3"),
+    )
+    .await;
+    assert_eq!(orphans, [["0"]]);
+    assert!(matches!(
+        Shadow::capture(&conn, shadow.spec())
+            .await
+            .expect("capture"),
+        Capture::Intact(_)
+    ));
+
+    // A resume finds the same shadow; a shadow that lost a key is made again.
+    let resumed = Shadow::prepare(&conn, carry("orders", &[retype, add_shop_key]))
+        .await
+        .expect("resume");
+    assert!(resumed.resumed());
+    exec(
+        &conn,
+        &format!("ALTER TABLE `{db}`.`{SHADOW}` DROP FOREIGN KEY `{PREFIX}_f1`"),
+    )
+    .await;
+    let again = Shadow::prepare(&conn, carry("orders", &[retype, add_shop_key]))
+        .await
+        .expect("prepare again");
+    assert!(!again.resumed());
+    assert_eq!(keys(SHADOW).await.len(), 2);
+    Shadow::cleanup(&conn, again.spec()).await.expect("cleanup");
+    assert!(artifacts(&conn, &db).await.is_empty());
     conn.disconnect().await;
 }

@@ -2,6 +2,7 @@
 //! a gate until every shard is ready, then sealed on all shards together. The protocol, its
 //! state and its failure cases are described in docs/protocols.md.
 
+pub mod foreign_keys;
 pub mod seal;
 pub mod shadow;
 pub mod state;
@@ -17,7 +18,7 @@ use crate::diff::ChangeKind;
 use crate::live::{quote, LiveError, ShardConn};
 use crate::naming;
 use crate::plan::KeyspacePlan;
-use crate::source::Keyspace;
+use crate::source::{ForeignKeys, Keyspace};
 use shadow::{CopyOptions, Shadow, ShadowError, ShadowSpec};
 use state::{Cell, CellState, CellUpdate, Decision, ShardDeployment, Strategy};
 
@@ -483,6 +484,7 @@ pub async fn apply(
                     database,
                     id,
                     copy: &copy,
+                    config: &fleet.keyspace,
                     events,
                 };
                 stager.shard().await
@@ -518,6 +520,7 @@ struct Stager<'a> {
     database: &'a str,
     id: &'a str,
     copy: &'a CopyOptions,
+    config: &'a Keyspace,
     events: &'a (dyn Fn(Event) + Sync),
 }
 
@@ -609,7 +612,7 @@ impl Stager<'_> {
                 let message = e.to_string();
                 // A refused or mismatched cell fails for good; a lost connection can be resumed.
                 if matches!(e, DeployError::Shadow { .. }) {
-                    let _ = Shadow::cleanup(conn, &shadow_spec(database, id, cell)).await;
+                    let _ = Shadow::cleanup(conn, &shadow_spec(self.config, id, cell)).await;
                     let failed = CellUpdate {
                         state: Some(CellState::Failed),
                         error: Some(&message),
@@ -625,9 +628,9 @@ impl Stager<'_> {
 
     /// Shadow strategy: prepare, then copy and verify (progress persisted on the side).
     async fn shadow(&self, cell: &Cell) -> Result<(), DeployError> {
-        let (conn, database, id) = (self.conn, self.database, self.id);
+        let (conn, id) = (self.conn, self.id);
         let wrap = |source| DeployError::shadow(conn, &cell.table, source);
-        let mut spec = shadow_spec(database, id, cell);
+        let mut spec = shadow_spec(self.config, id, cell);
         // Replicas replay the ALTER that adds deferred indexes as one long statement: with
         // replicas to keep up, indexes are maintained during the copy instead.
         spec.defer_indexes = self.copy.replicas.is_empty();
@@ -688,15 +691,16 @@ impl DeployError {
 }
 
 /// The shadow spec of a cell: artifact names derived from the deployment id.
-pub fn shadow_spec(database: &str, id: &str, cell: &Cell) -> ShadowSpec {
+pub fn shadow_spec(keyspace: &Keyspace, id: &str, cell: &Cell) -> ShadowSpec {
     ShadowSpec {
-        database: database.to_string(),
+        database: keyspace.database.clone(),
         table: cell.table.clone(),
         shadow: naming::artifact(id, "new", &cell.table),
         trigger_prefix: naming::trigger_prefix(id, &cell.table),
         statements: cell.statements.clone(),
         renames: cell.renames.clone(),
         defer_indexes: false,
+        carry_foreign_keys: keyspace.foreign_keys == ForeignKeys::Carry,
     }
 }
 
@@ -853,7 +857,7 @@ pub async fn cancel(fleet: &Fleet, id: &str) -> Result<Vec<(String, String)>, De
                     if cell.state.is_terminal() {
                         continue;
                     }
-                    Shadow::cleanup(conn, &shadow_spec(database, id, cell))
+                    Shadow::cleanup(conn, &shadow_spec(&fleet.keyspace, id, cell))
                         .await
                         .map_err(|source| DeployError::shadow(conn, &cell.table, source))?;
                     let clone = naming::artifact(id, "tst", &cell.table);

@@ -13,6 +13,7 @@ use super::state::{self, Cell, CellState, CellUpdate, Decision, ShardDeployment,
 use super::{current_definition, retarget, shadow_spec, DeployError, Fleet};
 use crate::live::{quote, LiveError, ShardConn};
 use crate::schema::IndexKind;
+use crate::source::Keyspace;
 
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 /// How long `finish` keeps trying to drop the reverse triggers from a live table (each try
@@ -225,7 +226,7 @@ pub async fn seal(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), 
     }
 
     if !pending.is_empty() {
-        let swaps = match gate_check(&pending, database, id).await? {
+        let swaps = match gate_check(&pending, &fleet.keyspace, id).await? {
             Captures::Intact(swaps) => swaps,
             Captures::Stale(stale) => {
                 let any_flipped = pending.len() != records.len();
@@ -260,13 +261,13 @@ pub async fn seal(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), 
                 Ok(times) => break times,
                 Err(RoundError::Retry(why)) => why,
                 Err(RoundError::Partial(report)) => {
-                    let restaged = after_partial_flip(&records, &pending, database, keyspace, id);
+                    let restaged = after_partial_flip(&records, &pending, &fleet.keyspace, id);
                     return Err(failed(format!("{report}; {}", restaged.await)));
                 }
             };
             // An abandoned round turned the capture back before unlocking; a lock holder that
             // failed or died half way did not, and that shadow no longer follows its table.
-            if let Captures::Stale(stale) = captures(&pending, database, id).await? {
+            if let Captures::Stale(stale) = captures(&pending, &fleet.keyspace, id).await? {
                 let any_flipped = pending.len() != records.len();
                 return Err(restage_stale(&records, &stale, any_flipped, keyspace, id).await);
             }
@@ -291,9 +292,10 @@ pub async fn seal(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), 
 /// its table (see [`captures`]).
 async fn gate_check<'a>(
     pending: &[(&'a ShardConn, &ShardDeployment)],
-    database: &str,
+    keyspace: &Keyspace,
     id: &str,
 ) -> Result<Captures<'a>, DeployError> {
+    let database = keyspace.database.as_str();
     let mut problems = Vec::new();
     for (conn, record) in pending {
         problems.extend(repointed_foreign_keys(&conn.shard, &record.cells));
@@ -325,7 +327,7 @@ async fn gate_check<'a>(
             message: format!("the gate is closed: {}", problems.join("; ")),
         });
     }
-    captures(pending, database, id).await
+    captures(pending, keyspace, id).await
 }
 
 /// A shadow cell whose shadow no longer follows its table.
@@ -349,7 +351,7 @@ enum Captures<'a> {
 /// sealed.
 async fn captures<'a>(
     pending: &[(&'a ShardConn, &ShardDeployment)],
-    database: &str,
+    keyspace: &Keyspace,
     id: &str,
 ) -> Result<Captures<'a>, DeployError> {
     let mut swaps = Vec::new();
@@ -370,7 +372,7 @@ async fn captures<'a>(
             .iter()
             .filter(|c| c.strategy == Strategy::Shadow)
         {
-            let spec = shadow_spec(database, id, cell);
+            let spec = shadow_spec(keyspace, id, cell);
             let capture = Shadow::capture(conn, &spec)
                 .await
                 .map_err(|source| DeployError::shadow(conn, &cell.table, source))?;
@@ -476,10 +478,10 @@ async fn restage_stale(
 async fn after_partial_flip(
     records: &[(&ShardConn, &ShardDeployment)],
     pending: &[(&ShardConn, &ShardDeployment)],
-    database: &str,
-    keyspace: &str,
+    config: &Keyspace,
     id: &str,
 ) -> String {
+    let (database, keyspace) = (config.database.as_str(), config.name.as_str());
     let mut cells = Vec::new();
     let mut still_flipped = Vec::new();
     let mut notes = Vec::new();
@@ -502,7 +504,7 @@ async fn after_partial_flip(
             .iter()
             .filter(|c| c.strategy == Strategy::Shadow)
         {
-            let spec = shadow_spec(database, id, cell);
+            let spec = shadow_spec(config, id, cell);
             if let Err(e) = Shadow::drop_reverse_triggers(conn, &spec, LIVE_TRIGGER_PATIENCE).await
             {
                 notes.push(format!("shard {}: {e}", conn.shard));
@@ -958,15 +960,27 @@ async fn finish(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), De
                 // The reverse triggers now sit on the live table, writing the retention table:
                 // they go first, without queueing writes (the retention table must not be
                 // dropped while they exist, so the cell is only sealed once they are gone).
-                let spec = shadow_spec(database, id, cell);
+                let spec = shadow_spec(&fleet.keyspace, id, cell);
                 Shadow::drop_reverse_triggers(conn, &spec, LIVE_TRIGGER_PATIENCE)
                     .await
                     .map_err(wrap)?;
                 // Capture triggers on the retention table: a shard flipped by a controller
                 // that did not turn them around.
-                let mut spec = spec;
-                spec.table = crate::naming::artifact(id, "old", &cell.table);
-                Shadow::drop_triggers(conn, &spec).await.map_err(wrap)?;
+                let retention = crate::naming::artifact(id, "old", &cell.table);
+                let mut old = spec.clone();
+                old.table = retention.clone();
+                Shadow::drop_triggers(conn, &old).await.map_err(wrap)?;
+                if let Some(original) = cell.from_sql.as_deref() {
+                    Shadow::restore_foreign_keys(
+                        conn,
+                        &spec,
+                        original,
+                        &retention,
+                        LIVE_TRIGGER_PATIENCE,
+                    )
+                    .await
+                    .map_err(wrap)?;
+                }
             }
             if matches!(cell.strategy, Strategy::Shadow | Strategy::Create) {
                 conn.execute(

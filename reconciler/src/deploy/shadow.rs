@@ -23,9 +23,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use sqlparser::tokenizer::Token;
 
+use super::foreign_keys::{self, Carried};
 use crate::live::{LiveError, ShardConn};
 use crate::schema::sql::{keyword, quote_ident, quote_string};
-use crate::schema::{Column, IndexKind, Table};
+use crate::schema::{Column, ForeignKey, IndexKind, Table};
 
 const FIRST_CHUNK: u64 = 1_000;
 const MIN_CHUNK: u64 = 10;
@@ -79,6 +80,11 @@ pub struct ShadowSpec {
     /// for as long as it took; leave this off where replicas must not fall behind.
     #[serde(default)]
     pub defer_indexes: bool,
+    /// Give the shadow the table's foreign keys (after the plan) under temporary names,
+    /// instead of refusing a table that has any; see [`super::foreign_keys`]. Tables that
+    /// other tables reference are refused either way.
+    #[serde(default)]
+    pub carry_foreign_keys: bool,
 }
 
 impl ShadowSpec {
@@ -418,6 +424,8 @@ pub struct CaptureSwap {
 pub struct Shadow {
     spec: ShadowSpec,
     layout: Layout,
+    /// The foreign keys the shadow carries (only with `carry_foreign_keys`).
+    keys: Vec<Carried>,
     resumed: bool,
 }
 
@@ -539,6 +547,7 @@ impl Shadow {
                 )
             })?;
         refuse_foreign_keys(&mut c, conn, &spec, &original).await?;
+        let keys = carried_keys(&spec, &original)?;
         let existing = triggers_on(&mut c, conn, &spec.database, &spec.table).await?;
         let ours: HashSet<String> = spec.triggers().into_iter().map(|(name, _)| name).collect();
         let foreign: Vec<&str> = existing
@@ -595,7 +604,7 @@ impl Shadow {
             cleanup_with(&mut c, conn, &spec).await?;
         }
 
-        match Shadow::create(&mut c, conn, &spec, &original).await {
+        match Shadow::create(&mut c, conn, &spec, &original, keys).await {
             Ok(shadow) => Ok(shadow),
             Err(e) => {
                 // Leave nothing behind; the first error is the one to report.
@@ -612,6 +621,7 @@ impl Shadow {
         conn: &ShardConn,
         spec: &ShadowSpec,
         original: &Table,
+        keys: Vec<Carried>,
     ) -> Result<Shadow, ShadowError> {
         let shadow_name = spec.shadow_name();
         ddl(
@@ -636,7 +646,17 @@ impl Shadow {
                 .await
                 .map_err(|e| conn.query_error("setting the shadow's AUTO_INCREMENT", e))?;
         }
-        for statement in &spec.statements {
+        let statements = match spec.carry_foreign_keys {
+            // The shadow has none of the table's foreign keys to drop; the ones to add it gets
+            // under temporary names below.
+            true => {
+                foreign_keys::split(&spec.statements)
+                    .map_err(|r| refused(spec, r))?
+                    .statements
+            }
+            false => spec.statements.clone(),
+        };
+        for statement in &statements {
             let rewritten = rewrite_alter(statement, &spec.table, &shadow_name)
                 .ok_or_else(|| refused(spec, "a statement does not start with ALTER TABLE"))?;
             if let Err(e) = c.query_drop(&rewritten).await {
@@ -651,6 +671,36 @@ impl Shadow {
                 });
             }
         }
+        if !keys.is_empty() {
+            // Checks off: the shadow is empty, and this way the keys are added in place.
+            let adds: Vec<String> = keys
+                .iter()
+                .map(|k| format!("ADD {}", k.temporary_definition()))
+                .collect();
+            let added = async {
+                c.query_drop("SET SESSION foreign_key_checks = 0").await?;
+                let added = c
+                    .query_drop(format!("ALTER TABLE {shadow_name} {}", adds.join(", ")))
+                    .await;
+                c.query_drop("SET SESSION foreign_key_checks = 1").await?;
+                added
+            }
+            .await;
+            if let Err(e) = added {
+                return Err(match e {
+                    mysql_async::Error::Server(e) => refused(
+                        spec,
+                        format!(
+                            "the shadow cannot take the table's foreign keys: {}",
+                            e.message
+                        ),
+                    ),
+                    e => conn
+                        .query_error("adding the shadow's foreign keys", e)
+                        .into(),
+                });
+            }
+        }
         let shadow_table = show_create(c, conn, &spec.database, &spec.shadow)
             .await?
             .ok_or_else(|| {
@@ -660,7 +710,7 @@ impl Shadow {
                      table?)",
                 )
             })?;
-        if !shadow_table.foreign_keys.is_empty() {
+        if !spec.carry_foreign_keys && !shadow_table.foreign_keys.is_empty() {
             return Err(refused(
                 spec,
                 "the change adds foreign keys; the shadow method cannot carry them: add them \
@@ -668,15 +718,21 @@ impl Shadow {
             ));
         }
         let layout = layout(spec, original, &shadow_table).map_err(|r| refused(spec, r))?;
-        if spec.defer_indexes {
+        // A foreign key needs an index on its columns: were that index dropped, the server
+        // would refuse, or make one of its own.
+        if spec.defer_indexes && keys.is_empty() {
             defer_indexes(c, conn, spec, &shadow_table).await?;
         }
         let shadow = Shadow {
             spec: spec.clone(),
             layout,
+            keys,
             resumed: false,
         };
         if let Some(reason) = shadow.first_failed_check(c, conn).await? {
+            return Err(refused(spec, reason));
+        }
+        if let Some(reason) = shadow.first_orphan(c, conn, Side::Table).await? {
             return Err(refused(spec, reason));
         }
         // A trigger runs with the sql_mode it was created with.
@@ -803,6 +859,9 @@ impl Shadow {
         });
         drop(ranges);
         self.add_deferred_indexes(&mut c, conn).await?;
+        if let Some(reason) = self.first_orphan(&mut c, conn, Side::Shadow).await? {
+            return Err(refused(&self.spec, reason));
+        }
         Ok(progress)
     }
 
@@ -815,6 +874,15 @@ impl Shadow {
         c.query_drop("SET SESSION time_zone = @@global.time_zone")
             .await
             .map_err(|e| conn.query_error("setting the copy's time zone", e))?;
+        if !self.keys.is_empty() {
+            // The rows come from a table that holds them under its own keys (new keys are
+            // checked apart), and a chunk checking parents would take their row locks: a
+            // cascading delete of a parent, which locks the parent first and the children
+            // after, would then deadlock with it.
+            c.query_drop("SET SESSION foreign_key_checks = 0")
+                .await
+                .map_err(|e| conn.query_error("setting foreign_key_checks", e))?;
+        }
         // Whether a duplicate under another unique key of the shadow was found harmless.
         let mut duplicates_explained = false;
         loop {
@@ -1346,6 +1414,83 @@ impl Shadow {
             )
             .await?;
         }
+        Ok(())
+    }
+
+    /// After the seal: the new table's foreign keys (see [`ShadowSpec::carry_foreign_keys`])
+    /// take their own names back from the old table, now `retention`, which gives them up
+    /// (it keeps its rows, not its keys). `original` is the table's definition the plan
+    /// started from. Each rename is a metadata change, tried without queueing writes for up
+    /// to `patience`. Safe to repeat; does nothing for a table that carried no keys.
+    pub async fn restore_foreign_keys(
+        conn: &ShardConn,
+        spec: &ShadowSpec,
+        original: &str,
+        retention: &str,
+        patience: Duration,
+    ) -> Result<(), ShadowError> {
+        let mut c = conn.conn().await?;
+        let Some(live) = show_create(&mut c, conn, &spec.database, &spec.table).await? else {
+            return Ok(());
+        };
+        // Whatever the setting says now: the names are the evidence.
+        let temporary = format!("{}_f", spec.trigger_prefix);
+        let names: Vec<String> = live.foreign_keys.into_iter().map(|fk| fk.name).collect();
+        if !names.iter().any(|n| n.starts_with(&temporary)) {
+            return Ok(());
+        }
+        let original = Table::parse_canonical(original).map_err(|source| LiveError::Canonical {
+            shard: conn.shard.clone(),
+            source,
+        })?;
+        let spec = ShadowSpec {
+            carry_foreign_keys: true,
+            ..spec.clone()
+        };
+        let keys = carried_keys(&spec, &original)?;
+        let Some(clauses) = foreign_keys::restore_clauses(&keys, &names) else {
+            return Ok(());
+        };
+        if let Some(old) = show_create(&mut c, conn, &spec.database, retention).await? {
+            let drops: Vec<String> = old
+                .foreign_keys
+                .iter()
+                .filter(|fk| keys.iter().any(|k| same_name(&k.name, &fk.name)))
+                .map(|fk| format!("DROP FOREIGN KEY {}", quote_ident(&fk.name)))
+                .collect();
+            if !drops.is_empty() {
+                ddl(
+                    &mut c,
+                    conn,
+                    &format!(
+                        "ALTER TABLE {} {}",
+                        qualify(&spec.database, retention),
+                        drops.join(", ")
+                    ),
+                    "dropping the old table's foreign keys",
+                )
+                .await?;
+            }
+        }
+        // In place only with checks off: the keys are the ones the shadow held all along.
+        c.query_drop("SET SESSION foreign_key_checks = 0")
+            .await
+            .map_err(|e| conn.query_error("setting foreign_key_checks", e))?;
+        let renamed = ddl_tried(
+            &mut c,
+            conn,
+            &format!(
+                "ALTER TABLE {} {clauses}, ALGORITHM=INPLACE, LOCK=NONE",
+                spec.table_name()
+            ),
+            "giving the new table's foreign keys their names back",
+            patience,
+        )
+        .await;
+        c.query_drop("SET SESSION foreign_key_checks = 1")
+            .await
+            .map_err(|e| conn.query_error("setting foreign_key_checks", e))?;
+        renamed?;
         Ok(())
     }
 
@@ -2047,6 +2192,87 @@ impl Shadow {
         Ok(None)
     }
 
+    /// A row of `side` that a foreign key the change adds finds no parent for (under MATCH
+    /// SIMPLE: every column of the key set), as a refusal; the copy runs with
+    /// `foreign_key_checks` off, so the new keys are checked here, on the table before the
+    /// copy and on the shadow after it.
+    async fn first_orphan(
+        &self,
+        c: &mut Conn,
+        conn: &ShardConn,
+        side: Side,
+    ) -> Result<Option<String>, ShadowError> {
+        for key in self.keys.iter().filter(|k| k.new) {
+            let fk = ForeignKey::parse(&key.definition).ok_or_else(|| {
+                refused(
+                    &self.spec,
+                    format!("cannot read the foreign key `{}`", key.definition),
+                )
+            })?;
+            let mut columns = Vec::new();
+            for name in &fk.columns {
+                let column = match side {
+                    Side::Shadow => Some(name.clone()),
+                    Side::Table => self
+                        .layout
+                        .columns
+                        .iter()
+                        .find(|(_, to)| same_name(to, name))
+                        .map(|(from, _)| from.clone()),
+                };
+                let Some(column) = column else {
+                    return Ok(Some(format!(
+                        "the new foreign key `{}` is over column `{name}`, which the change adds \
+                         (or retypes): add the column in one deployment and the key in the next",
+                        key.name
+                    )));
+                };
+                columns.push(column);
+            }
+            let source = match side {
+                Side::Table => self.spec.table_name(),
+                Side::Shadow => self.spec.shadow_name(),
+            };
+            let parent = qualify(
+                fk.referenced_database
+                    .as_deref()
+                    .unwrap_or(&self.spec.database),
+                &fk.referenced_table,
+            );
+            let set: Vec<String> = columns
+                .iter()
+                .map(|c| format!("{source}.{} IS NOT NULL", quote_ident(c)))
+                .collect();
+            let matched: Vec<String> = columns
+                .iter()
+                .zip(&fk.referenced_columns)
+                .map(|(c, p)| format!("_p.{} = {source}.{}", quote_ident(p), quote_ident(c)))
+                .collect();
+            let sql = format!(
+                "SELECT {} FROM {source} WHERE {} AND NOT EXISTS (SELECT 1 FROM {parent} AS _p \
+                 WHERE {}) LIMIT 1",
+                self.key_select(),
+                set.join(" AND "),
+                matched.join(" AND ")
+            );
+            let row: Option<Row> = c.query_first(sql).await.map_err(|e| {
+                conn.query_error(
+                    format!("checking the rows against foreign key `{}`", key.name),
+                    e,
+                )
+            })?;
+            if let Some(row) = row {
+                let at = Json::Array(self.key_from_row(&row, 0)?);
+                return Ok(Some(format!(
+                    "the new foreign key `{}` finds no row in {parent} for the row at key {at}: \
+                     fix those rows first, or leave the key out",
+                    key.name
+                )));
+            }
+        }
+        Ok(None)
+    }
+
     async fn first_key_where(
         &self,
         c: &mut Conn,
@@ -2355,12 +2581,17 @@ async fn refuse_foreign_keys(
     spec: &ShadowSpec,
     original: &Table,
 ) -> Result<(), ShadowError> {
-    if let Some(fk) = original.foreign_keys.first() {
+    if let Some(fk) = original
+        .foreign_keys
+        .first()
+        .filter(|_| !spec.carry_foreign_keys)
+    {
         return Err(refused(
             spec,
             format!(
-                "it has foreign key `{}`; the shadow would need its own, and the swap would \
-                 leave it pointing elsewhere: change this table with a native ALTER",
+                "it has foreign key `{}`; the shadow would need its own: set `foreign_keys: \
+                 carry` for the keyspace in schemagate.yaml to give the shadow the table's keys, \
+                 or change this table with a native ALTER",
                 fk.name
             ),
         ));
@@ -2382,11 +2613,35 @@ async fn refuse_foreign_keys(
             spec,
             format!(
                 "foreign key `{name}` of `{schema}`.`{table}` references it; after the swap it \
-                 would reference the old table: change this table with a native ALTER"
+                 would reference the old table (InnoDB moves references along with a renamed \
+                 table): change this table with a native ALTER"
             ),
         ));
     }
     Ok(())
+}
+
+/// The foreign keys the shadow of `spec` carries: none unless `carry_foreign_keys`.
+fn carried_keys(spec: &ShadowSpec, original: &Table) -> Result<Vec<Carried>, ShadowError> {
+    if !spec.carry_foreign_keys {
+        return Ok(Vec::new());
+    }
+    let split = foreign_keys::split(&spec.statements).map_err(|r| refused(spec, r))?;
+    let keys = foreign_keys::carried(&spec.trigger_prefix, original, &split)
+        .map_err(|r| refused(spec, r))?;
+    if let Some(key) = keys.iter().find(|k| k.new && k.acts_on_children()) {
+        return Err(refused(
+            spec,
+            format!(
+                "the new foreign key `{}` changes rows when its parent changes (CASCADE or SET \
+                 …): until the seal it would change the shadow's rows and not the table's; add \
+                 it with a native ALTER (with foreign_key_checks = 0 the server adds a key in \
+                 place, without checking the rows)",
+                key.name
+            ),
+        ));
+    }
+    Ok(keys)
 }
 
 struct Trigger {
@@ -2413,9 +2668,27 @@ fn check_capture(
             return Capture::Broken(format!("the shadow no longer fits the table: {reason}"))
         }
     };
+    let keys = match carried_keys(spec, original) {
+        Ok(keys) => keys,
+        Err(e) => return Capture::Broken(e.to_string()),
+    };
+    let mut expected: Vec<String> = keys.iter().map(Carried::temporary_definition).collect();
+    let mut found: Vec<String> = shadow_table
+        .foreign_keys
+        .iter()
+        .map(|fk| fk.definition.clone())
+        .collect();
+    expected.sort();
+    found.sort();
+    if expected != found {
+        return Capture::Broken(
+            "the shadow's foreign keys are not the ones this change gives it".to_string(),
+        );
+    }
     let shadow = Shadow {
         spec: spec.clone(),
         layout,
+        keys,
         resumed: true,
     };
     for (name, event, body) in shadow.trigger_bodies() {
@@ -3365,11 +3638,13 @@ mod tests {
             statements: vec![],
             renames: vec![],
             defer_indexes: true,
+            carry_foreign_keys: false,
         };
         let layout = layout(&spec, &original, &original).unwrap();
         let shadow = Shadow {
             spec,
             layout,
+            keys: Vec::new(),
             resumed: false,
         };
         assert_eq!(
@@ -3413,6 +3688,7 @@ mod tests {
             statements: vec![],
             renames: vec![],
             defer_indexes: true,
+            carry_foreign_keys: false,
         };
         let l = layout(&spec, &a, &b).unwrap();
         let compared: Vec<&str> = l.compared.iter().map(|c| c.from.as_str()).collect();

@@ -144,6 +144,15 @@ pub struct ForeignKey {
     pub definition: String,
 }
 
+impl ForeignKey {
+    /// Parses one ``CONSTRAINT `name` FOREIGN KEY …`` line as `SHOW CREATE TABLE` prints it.
+    pub fn parse(definition: &str) -> Option<ForeignKey> {
+        let mut table = Table::parse_canonical("CREATE TABLE `_` (\n) ENGINE=InnoDB").ok()?;
+        table.add_element(definition.trim()).ok()?;
+        table.foreign_keys.pop()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
     pub name: String,

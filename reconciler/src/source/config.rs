@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::dsn::{percent_encode, Dsn};
 use super::error::SourceError;
-use super::{Config, Keyspace, Shard};
+use super::{Config, ForeignKeys, Keyspace, Shard};
 use crate::naming::METADATA_DATABASE;
 
 /// Longest database (and so keyspace) name MySQL and MariaDB accept.
@@ -63,6 +63,7 @@ pub fn parse_config(
             name,
             database,
             shards,
+            foreign_keys: raw_ks.foreign_keys,
         });
     }
     keyspaces.sort_by(|a, b| a.name.cmp(&b.name));
@@ -270,11 +271,13 @@ struct RawConfig {
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "keyspace settings: `shards` and optionally `database`"
+    expecting = "keyspace settings: `shards` and optionally `database` and `foreign_keys`"
 )]
 struct RawKeyspace {
     #[serde(default)]
     database: Option<DatabaseName>,
+    #[serde(default)]
+    foreign_keys: ForeignKeys,
     shards: RawShards,
 }
 
@@ -615,6 +618,26 @@ keyspaces:
         assert_eq!(commerce.shards[1].dsn.host(), "10.0.0.2");
         assert_eq!(commerce.shards[1].dsn.port(), 3306);
         assert!(config.keyspace("nope").is_none());
+    }
+
+    #[test]
+    fn foreign_keys_default_to_refuse_and_take_carry() {
+        let config = parse(EXAMPLE).unwrap();
+        assert!(config
+            .keyspaces
+            .iter()
+            .all(|k| k.foreign_keys == ForeignKeys::Refuse));
+        let shards = "    shards:\n      - name: a\n        dsn: mysql://app@h\n";
+        let carry = parse(&format!(
+            "keyspaces:\n  ks:\n    foreign_keys: carry\n{shards}"
+        ))
+        .unwrap();
+        assert_eq!(carry.keyspaces[0].foreign_keys, ForeignKeys::Carry);
+        let msg = err(&format!(
+            "keyspaces:\n  ks:\n    foreign_keys: rebuild\n{shards}"
+        ));
+        assert!(msg.starts_with("schemagate.yaml:3:"), "{msg}");
+        assert!(msg.contains("refuse") && msg.contains("carry"), "{msg}");
     }
 
     #[test]

@@ -45,6 +45,21 @@ pub struct Keyspace {
     pub database: String,
     /// In file order; never empty, names unique.
     pub shards: Vec<Shard>,
+    pub foreign_keys: ForeignKeys,
+}
+
+/// What the shadow strategy does with a table that has foreign keys of its own (`foreign_keys:`
+/// in `schemagate.yaml`). Tables other tables reference are refused either way: the swap would
+/// leave those references on the old table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForeignKeys {
+    /// Refuse the change up front.
+    #[default]
+    Refuse,
+    /// The shadow gets the table's (new) foreign keys under temporary names, which take their
+    /// own names back right after the seal.
+    Carry,
 }
 
 /// The validated `schemagate.yaml`.
