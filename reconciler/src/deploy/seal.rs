@@ -1,6 +1,7 @@
 //! The seal: every shard flips to the new schema at the same moment, or none does.
 //! Protocol and failure cases: docs/protocols.md ("The gate and the seal").
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::join_all;
@@ -78,8 +79,13 @@ struct Flip<'a> {
     database: String,
     /// Tables the lock connection holds, qualified and quoted.
     locks: Vec<String>,
-    /// INSTANT ALTERs that run right before the rename.
+    /// INSTANT ALTERs, run by the lock holder under the lock once every shard holds its own.
+    /// Queued ahead of the RENAME instead, they would let writes that waited for the lock in
+    /// between: into an old table whose capture is already turned around, and so lost.
     instant: Vec<String>,
+    /// `(table, definition the plan started from)` of the INSTANT cells: what a swap-back
+    /// takes them back to.
+    instant_from: Vec<(String, String)>,
     /// `(from, to)` renames, flag → sentinel last.
     renames: Vec<(String, String)>,
     /// `(original, shadow)`: auto-increment counters carried over before the flip.
@@ -117,6 +123,7 @@ fn plan_flip<'a>(
         database: database.to_string(),
         locks: Vec::new(),
         instant: Vec::new(),
+        instant_from: Vec::new(),
         renames: Vec::new(),
         counters: Vec::new(),
         to_reverse: swaps.iter().flat_map(|s| s.to_reverse.clone()).collect(),
@@ -148,6 +155,9 @@ fn plan_flip<'a>(
             }
             Strategy::Instant => {
                 flip.locks.push(flip.qualified(&cell.table));
+                if let Some(from) = &cell.from_sql {
+                    flip.instant_from.push((cell.table.clone(), from.clone()));
+                }
                 let qualified = flip.qualified(&cell.table);
                 flip.instant.extend(cell.statements.iter().filter_map(|s| {
                     retarget(s, &cell.table, &cell.table, Some("INSTANT")).map(|s| {
@@ -174,6 +184,8 @@ struct Held {
     runner_id: Option<u64>,
     /// The capture was (or may have been, if that failed half way) turned around.
     turned: bool,
+    /// The INSTANT ALTERs ran (or may have, if one failed).
+    altered: bool,
 }
 
 /// Seals deployment `id` on every shard together. Shards that already flipped (a previous
@@ -646,12 +658,32 @@ async fn flip_round(
     }
     let mut report = vec![format!("the flip failed on {}", failures.join("; "))];
     for (result, flip) in released.iter().zip(flips) {
+        if result.is_err() && !flip.instant_from.is_empty() {
+            // Its INSTANT ALTERs ran ahead of the RENAME that failed.
+            let notes = match flip.conn.conn().await {
+                Ok(mut c) => undo_instants(&mut c, flip).await,
+                Err(e) => vec![format!("its INSTANT changes were not checked: {e}")],
+            };
+            if !notes.is_empty() {
+                report.push(format!(
+                    "on shard {}, {}",
+                    flip.conn.shard,
+                    notes.join(", and ")
+                ));
+            }
+        }
         if result.is_ok() {
             match swap_back(flip, options).await {
-                Ok(()) => report.push(format!(
+                Ok(kept) if kept.is_empty() => report.push(format!(
                     "shard {} was swapped back to the old schema, with the writes it took while \
                      flipped (the reverse triggers carried them into the old table)",
                     flip.conn.shard
+                )),
+                Ok(kept) => report.push(format!(
+                    "shard {} was swapped back to the old schema, with the writes it took while \
+                     flipped, except that {}",
+                    flip.conn.shard,
+                    kept.join(", and ")
                 )),
                 Err(e) => report.push(format!(
                     "shard {} flipped and could NOT be swapped back: {e}",
@@ -728,9 +760,10 @@ async fn hold(flip: &Flip<'_>, id: &str, options: &SealOptions) -> Result<Held, 
         return Err(e);
     }
 
-    let mut statements = vec!["SET SESSION lock_wait_timeout = 60".to_string()];
-    statements.extend(flip.instant.iter().cloned());
-    statements.push(flip.rename_sql(&flip.renames));
+    let statements = [
+        "SET SESSION lock_wait_timeout = 60".to_string(),
+        flip.rename_sql(&flip.renames),
+    ];
     let task = tokio::spawn(async move {
         for statement in statements {
             runner
@@ -756,6 +789,7 @@ async fn hold(flip: &Flip<'_>, id: &str, options: &SealOptions) -> Result<Held, 
                 flip: task,
                 runner_id,
                 turned: false,
+                altered: false,
             });
         }
         if task.is_finished() || Instant::now() > deadline {
@@ -797,11 +831,19 @@ async fn carry_auto_increment(lock: &mut Conn, flip: &Flip<'_>) -> Result<(), St
     Ok(())
 }
 
-/// Turns the capture around on a held shard: from the flip on, the new tables' writes are
-/// repeated into the old ones, so that a swap-back loses none. One round trip for all of the
+/// Runs the shard's INSTANT changes under its lock, then turns the capture around: from the
+/// flip on, the new tables' writes are repeated into the old ones, so that a swap-back loses
+/// none. One round trip for all of the
 /// shard's shadows, with the flip already queued (trigger DDL upgrades the lock holder's own
 /// metadata locks; a queued RENAME does not stand in the way), timed: it adds to the stall.
 async fn turn(held: &mut Held, flip: &Flip<'_>) -> Result<(), String> {
+    if !flip.instant.is_empty() {
+        held.altered = true;
+        held.lock
+            .query_drop(flip.instant.join(";\n"))
+            .await
+            .map_err(|e| format!("running the INSTANT changes under the lock: {e}"))?;
+    }
     if flip.to_reverse.is_empty() {
         return Ok(());
     }
@@ -826,6 +868,11 @@ async fn abandon(mut held: Held, flip: &Flip<'_>, id: &str) {
             warn!(shard = %flip.conn.shard, error = %e, "turning the capture triggers back failed");
         }
     }
+    if held.altered {
+        for note in undo_instants(&mut held.lock, flip).await {
+            warn!(shard = %flip.conn.shard, %note, "taking an INSTANT change back");
+        }
+    }
     stop_flip(&mut held.lock, held.runner_id, flip).await;
     let _ = held.lock.query_drop("UNLOCK TABLES").await;
     let _ = held.flip.await;
@@ -838,9 +885,8 @@ async fn abandon(mut held: Held, flip: &Flip<'_>, id: &str) {
         .await;
 }
 
-/// Interrupts the runner's queued statement before the lock holder lets go of a shard it does
-/// not flip. The sentinel makes the RENAME fail after an unlock, but the INSTANT ALTERs queued
-/// before it would run: the table would change without the flip.
+/// Interrupts the runner's queued RENAME before the lock holder lets go of a shard it does not
+/// flip (the sentinel would make it fail after the unlock anyway; this way it never waits).
 async fn stop_flip(lock: &mut Conn, runner_id: Option<u64>, flip: &Flip<'_>) {
     let Some(runner_id) = runner_id else {
         return;
@@ -861,8 +907,9 @@ async fn release(mut held: Held, flip: &Flip<'_>, id: &str) -> Result<SystemTime
     held.flip.await.map_err(|e| e.to_string())?
 }
 
-/// Renames a flipped shard back (inverse renames in reverse order).
-async fn swap_back(flip: &Flip<'_>, options: &SealOptions) -> Result<(), String> {
+/// Renames a flipped shard back (inverse renames in reverse order), then takes its INSTANT
+/// changes back; returns what could not be taken back (see [`undo_instant`]).
+async fn swap_back(flip: &Flip<'_>, options: &SealOptions) -> Result<Vec<String>, String> {
     let inverse: Vec<(String, String)> = flip
         .renames
         .iter()
@@ -879,12 +926,78 @@ async fn swap_back(flip: &Flip<'_>, options: &SealOptions) -> Result<(), String>
     let mut last = String::new();
     for _ in 0..options.attempts {
         match c.query_drop(flip.rename_sql(&inverse)).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(undo_instants(&mut c, flip).await),
             Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(options.backoff).await;
     }
     Err(last)
+}
+
+/// Takes the shard's INSTANT changes back (see [`undo_instant`]); what it could not, as notes.
+async fn undo_instants(c: &mut Conn, flip: &Flip<'_>) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (table, from) in &flip.instant_from {
+        match undo_instant(c, flip, table, from).await {
+            Ok(false) => {}
+            Ok(true) => notes.push(format!(
+                "table `{table}` got back the columns the change dropped, without their values"
+            )),
+            Err(why) => notes.push(format!("table `{table}` keeps its new definition ({why})")),
+        }
+    }
+    notes
+}
+
+/// Takes an INSTANT change back: the statements that lead from the table's definition now to
+/// `from`, each with `ALGORITHM=INSTANT`. Most INSTANT changes have an INSTANT inverse (an
+/// added column is dropped, a default or comment restored, a renamed column renamed back);
+/// some do not (an ENUM value appended cannot be removed in place), and a dropped column comes
+/// back without its values (true: a column was added back). What fails is reported, and the
+/// gate then finds the table changed.
+async fn undo_instant(
+    c: &mut Conn,
+    flip: &Flip<'_>,
+    table: &str,
+    from: &str,
+) -> Result<bool, String> {
+    // On the caller's connection: it may be the lock holder, which alone can read the table.
+    let now: Option<(String, String)> = c
+        .query_first(format!("SHOW CREATE TABLE {}", flip.qualified(table)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let now = crate::schema::strip_auto_increment(&now.ok_or("it is gone")?.1);
+    if now == from {
+        return Ok(false);
+    }
+    let parse = |sql: &str| {
+        crate::schema::Table::parse_canonical(sql)
+            .map(|t| BTreeMap::from([(table.to_string(), t)]))
+            .map_err(|e| e.to_string())
+    };
+    let (now, from) = (parse(&now)?, parse(from)?);
+    let diff = crate::diff::diff_schemas(&now, &from);
+    if let Some(e) = diff.errors.first() {
+        return Err(e.message.clone());
+    }
+    // A renamed column comes back by a rename, with its values; an added one empty.
+    let readded = diff
+        .changes
+        .iter()
+        .any(|change| change.statement.contains("ADD COLUMN"));
+    for change in &diff.changes {
+        let sql = retarget(&change.statement, table, table, Some("INSTANT"))
+            .ok_or_else(|| format!("cannot run `{}` in place", change.statement))?;
+        let sql = sql.replacen(
+            &format!("ALTER TABLE {}", quote(table)),
+            &format!("ALTER TABLE {}", flip.qualified(table)),
+            1,
+        );
+        c.query_drop(&sql)
+            .await
+            .map_err(|e| format!("`{sql}`: {e}"))?;
+    }
+    Ok(readded)
 }
 
 async fn record_times(
