@@ -577,8 +577,12 @@ impl Stager<'_> {
         let mut strategy = cell.strategy;
         if cell.state == CellState::Queued {
             let from_sql = current_definition(conn, database, &cell.table).await?;
-            if strategy == Strategy::Shadow && proves_instant(conn, database, id, cell).await? {
-                strategy = Strategy::Instant;
+            let mut to_sql = None;
+            if strategy == Strategy::Shadow {
+                to_sql = proves_instant(conn, database, id, cell).await?;
+                if to_sql.is_some() {
+                    strategy = Strategy::Instant;
+                }
             }
             self.record(
                 &cell.table,
@@ -586,6 +590,7 @@ impl Stager<'_> {
                     state: Some(CellState::Staging),
                     strategy: Some(strategy),
                     from_sql: from_sql.as_deref(),
+                    to_sql: to_sql.as_deref(),
                     ..Default::default()
                 },
             )
@@ -747,13 +752,14 @@ pub fn retarget(
     })
 }
 
-/// Whether every statement of the cell runs with ALGORITHM=INSTANT, proven on an empty clone.
+/// Whether every statement of the cell runs with ALGORITHM=INSTANT, proven on an empty clone:
+/// the table's definition after them (the clone's, under the table's name), or `None`.
 async fn proves_instant(
     conn: &ShardConn,
     database: &str,
     id: &str,
     cell: &Cell,
-) -> Result<bool, LiveError> {
+) -> Result<Option<String>, LiveError> {
     let clone = naming::artifact(id, "tst", &cell.table);
     let target = format!("{}.{}", quote(database), quote(&clone));
     let mut c = conn.conn().await?;
@@ -785,10 +791,19 @@ async fn proves_instant(
             }
         }
     }
+    let after = match instant {
+        true => current_definition(conn, database, &clone)
+            .await?
+            .and_then(|sql| {
+                let rest = sql.strip_prefix(&format!("CREATE TABLE {} (", quote(&clone)))?;
+                Some(format!("CREATE TABLE {} ({rest}", quote(&cell.table)))
+            }),
+        false => None,
+    };
     c.query_drop(format!("DROP TABLE IF EXISTS {target}"))
         .await
         .map_err(err)?;
-    Ok(instant)
+    Ok(after)
 }
 
 async fn create_staged(

@@ -73,19 +73,28 @@ pub async fn drop_sentinels(conn: &ShardConn, database: &str, id: &str) -> Resul
     .await
 }
 
+/// One table's INSTANT change at the flip.
+struct InstantChange {
+    table: String,
+    /// Qualified, with `ALGORITHM=INSTANT`.
+    statements: Vec<String>,
+    /// The definition the plan started from: what a swap-back takes the table back to.
+    from: Option<String>,
+    /// The definition after the change: a table that has it already (a controller died after
+    /// running the change under its lock) is not changed again.
+    to: Option<String>,
+}
+
 /// What one shard does at the flip.
 struct Flip<'a> {
     conn: &'a ShardConn,
     database: String,
     /// Tables the lock connection holds, qualified and quoted.
     locks: Vec<String>,
-    /// INSTANT ALTERs, run by the lock holder under the lock once every shard holds its own.
+    /// INSTANT changes, run by the lock holder under the lock once every shard holds its own.
     /// Queued ahead of the RENAME instead, they would let writes that waited for the lock in
     /// between: into an old table whose capture is already turned around, and so lost.
-    instant: Vec<String>,
-    /// `(table, definition the plan started from)` of the INSTANT cells: what a swap-back
-    /// takes them back to.
-    instant_from: Vec<(String, String)>,
+    instant: Vec<InstantChange>,
     /// `(from, to)` renames, flag → sentinel last.
     renames: Vec<(String, String)>,
     /// `(original, shadow)`: auto-increment counters carried over before the flip.
@@ -123,7 +132,6 @@ fn plan_flip<'a>(
         database: database.to_string(),
         locks: Vec::new(),
         instant: Vec::new(),
-        instant_from: Vec::new(),
         renames: Vec::new(),
         counters: Vec::new(),
         to_reverse: swaps.iter().flat_map(|s| s.to_reverse.clone()).collect(),
@@ -155,19 +163,26 @@ fn plan_flip<'a>(
             }
             Strategy::Instant => {
                 flip.locks.push(flip.qualified(&cell.table));
-                if let Some(from) = &cell.from_sql {
-                    flip.instant_from.push((cell.table.clone(), from.clone()));
-                }
                 let qualified = flip.qualified(&cell.table);
-                flip.instant.extend(cell.statements.iter().filter_map(|s| {
-                    retarget(s, &cell.table, &cell.table, Some("INSTANT")).map(|s| {
-                        s.replacen(
-                            &format!("ALTER TABLE {}", quote(&cell.table)),
-                            &format!("ALTER TABLE {qualified}"),
-                            1,
-                        )
+                let statements = cell
+                    .statements
+                    .iter()
+                    .filter_map(|s| {
+                        retarget(s, &cell.table, &cell.table, Some("INSTANT")).map(|s| {
+                            s.replacen(
+                                &format!("ALTER TABLE {}", quote(&cell.table)),
+                                &format!("ALTER TABLE {qualified}"),
+                                1,
+                            )
+                        })
                     })
-                }));
+                    .collect();
+                flip.instant.push(InstantChange {
+                    table: cell.table.clone(),
+                    statements,
+                    from: cell.from_sql.clone(),
+                    to: cell.to_sql.clone(),
+                });
             }
         }
     }
@@ -241,8 +256,7 @@ pub async fn seal(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), 
         let swaps = match gate_check(&pending, &fleet.keyspace, id).await? {
             Captures::Intact(swaps) => swaps,
             Captures::Stale(stale) => {
-                let any_flipped = pending.len() != records.len();
-                return Err(restage_stale(&records, &stale, any_flipped, keyspace, id).await);
+                return Err(restage_stale(&records, &pending, &stale, &fleet.keyspace, id).await);
             }
         };
         decide(&records, keyspace, id).await?;
@@ -280,8 +294,7 @@ pub async fn seal(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), 
             // An abandoned round turned the capture back before unlocking; a lock holder that
             // failed or died half way did not, and that shadow no longer follows its table.
             if let Captures::Stale(stale) = captures(&pending, &fleet.keyspace, id).await? {
-                let any_flipped = pending.len() != records.len();
-                return Err(restage_stale(&records, &stale, any_flipped, keyspace, id).await);
+                return Err(restage_stale(&records, &pending, &stale, &fleet.keyspace, id).await);
             }
             if attempt < options.attempts {
                 warn!(deployment = id, attempt, %why, "seal round aborted before any shard flipped; retrying");
@@ -325,7 +338,9 @@ async fn gate_check<'a>(
                 continue;
             }
             let now = current_definition(conn, database, &cell.table).await?;
-            if now != cell.from_sql {
+            // An INSTANT change may have run already, under a lock whose holder then died.
+            let applied = cell.strategy == Strategy::Instant && now.is_some() && now == cell.to_sql;
+            if now != cell.from_sql && !applied {
                 problems.push(format!(
                     "shard {} table `{}` changed since the plan was made (someone altered it underneath); cancel this deployment and plan again",
                     conn.shard, cell.table
@@ -451,14 +466,38 @@ async fn restage(
 /// error says so (roll forward lets `apply` stage them and seal).
 async fn restage_stale(
     records: &[(&ShardConn, &ShardDeployment)],
+    pending: &[(&ShardConn, &ShardDeployment)],
     stale: &[Stale<'_>],
-    any_flipped: bool,
-    keyspace: &str,
+    config: &Keyspace,
     id: &str,
 ) -> DeployError {
+    let (keyspace, any_flipped) = (config.name.as_str(), pending.len() != records.len());
     let cells: Vec<(&ShardConn, String)> =
         stale.iter().map(|s| (s.conn, s.table.clone())).collect();
-    let failures = restage(records, &cells, any_flipped, keyspace, id).await;
+    let mut failures = restage(records, &cells, any_flipped, keyspace, id).await;
+    // A lock holder that died after running its INSTANT changes left them on a shard that did
+    // not flip: they are taken back, as the seal will run them again.
+    for (conn, record) in pending {
+        let instant = record
+            .cells
+            .iter()
+            .filter(|c| c.strategy == Strategy::Instant);
+        for cell in instant {
+            let Some(from) = &cell.from_sql else { continue };
+            let undone = match conn.conn().await {
+                Ok(mut c) => undo_instant(&mut c, &config.database, &cell.table, from)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(why) = undone {
+                failures.push(format!(
+                    "shard {} table `{}` keeps its INSTANT change ({why})",
+                    conn.shard, cell.table
+                ));
+            }
+        }
+    }
     let list = stale
         .iter()
         .map(|s| format!("shard {} table `{}` ({})", s.conn.shard, s.table, s.why))
@@ -658,7 +697,7 @@ async fn flip_round(
     }
     let mut report = vec![format!("the flip failed on {}", failures.join("; "))];
     for (result, flip) in released.iter().zip(flips) {
-        if result.is_err() && !flip.instant_from.is_empty() {
+        if result.is_err() && !flip.instant.is_empty() {
             // Its INSTANT ALTERs ran ahead of the RENAME that failed.
             let notes = match flip.conn.conn().await {
                 Ok(mut c) => undo_instants(&mut c, flip).await,
@@ -837,12 +876,16 @@ async fn carry_auto_increment(lock: &mut Conn, flip: &Flip<'_>) -> Result<(), St
 /// shard's shadows, with the flip already queued (trigger DDL upgrades the lock holder's own
 /// metadata locks; a queued RENAME does not stand in the way), timed: it adds to the stall.
 async fn turn(held: &mut Held, flip: &Flip<'_>) -> Result<(), String> {
-    if !flip.instant.is_empty() {
+    for change in &flip.instant {
+        let now = definition(&mut held.lock, &flip.database, &change.table).await?;
+        if now.is_some() && now == change.to {
+            continue;
+        }
         held.altered = true;
         held.lock
-            .query_drop(flip.instant.join(";\n"))
+            .query_drop(change.statements.join(";\n"))
             .await
-            .map_err(|e| format!("running the INSTANT changes under the lock: {e}"))?;
+            .map_err(|e| format!("running the INSTANT change of `{}`: {e}", change.table))?;
     }
     if flip.to_reverse.is_empty() {
         return Ok(());
@@ -934,11 +977,28 @@ async fn swap_back(flip: &Flip<'_>, options: &SealOptions) -> Result<Vec<String>
     Err(last)
 }
 
+/// A table's definition (AUTO_INCREMENT removed), read on `c`: it may be the lock holder,
+/// which alone can read the tables it holds.
+async fn definition(c: &mut Conn, database: &str, table: &str) -> Result<Option<String>, String> {
+    let row: Option<(String, String)> = c
+        .query_first(format!(
+            "SHOW CREATE TABLE {}.{}",
+            quote(database),
+            quote(table)
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(row.map(|(_, sql)| crate::schema::strip_auto_increment(&sql)))
+}
+
 /// Takes the shard's INSTANT changes back (see [`undo_instant`]); what it could not, as notes.
 async fn undo_instants(c: &mut Conn, flip: &Flip<'_>) -> Vec<String> {
     let mut notes = Vec::new();
-    for (table, from) in &flip.instant_from {
-        match undo_instant(c, flip, table, from).await {
+    for change in &flip.instant {
+        let (table, Some(from)) = (&change.table, &change.from) else {
+            continue;
+        };
+        match undo_instant(c, &flip.database, table, from).await {
             Ok(false) => {}
             Ok(true) => notes.push(format!(
                 "table `{table}` got back the columns the change dropped, without their values"
@@ -957,16 +1017,11 @@ async fn undo_instants(c: &mut Conn, flip: &Flip<'_>) -> Vec<String> {
 /// gate then finds the table changed.
 async fn undo_instant(
     c: &mut Conn,
-    flip: &Flip<'_>,
+    database: &str,
     table: &str,
     from: &str,
 ) -> Result<bool, String> {
-    // On the caller's connection: it may be the lock holder, which alone can read the table.
-    let now: Option<(String, String)> = c
-        .query_first(format!("SHOW CREATE TABLE {}", flip.qualified(table)))
-        .await
-        .map_err(|e| e.to_string())?;
-    let now = crate::schema::strip_auto_increment(&now.ok_or("it is gone")?.1);
+    let now = definition(c, database, table).await?.ok_or("it is gone")?;
     if now == from {
         return Ok(false);
     }
@@ -990,7 +1045,7 @@ async fn undo_instant(
             .ok_or_else(|| format!("cannot run `{}` in place", change.statement))?;
         let sql = sql.replacen(
             &format!("ALTER TABLE {}", quote(table)),
-            &format!("ALTER TABLE {}", flip.qualified(table)),
+            &format!("ALTER TABLE {}.{}", quote(database), quote(table)),
             1,
         );
         c.query_drop(&sql)

@@ -330,6 +330,8 @@ pub struct CellUpdate<'a> {
     pub sealed_at: Option<&'a str>,
     /// The live definition the plan started from (stale-plan protection at the seal).
     pub from_sql: Option<&'a str>,
+    /// The definition after an INSTANT change, as proven on the empty clone.
+    pub to_sql: Option<&'a str>,
 }
 
 pub async fn update_cell(
@@ -342,7 +344,7 @@ pub async fn update_cell(
     let mut c = conn.conn().await?;
     c.exec_drop(
         format!(
-            "UPDATE {}.cells SET state = COALESCE(?, state), strategy = COALESCE(?, strategy), rows_copied = COALESCE(?, rows_copied), rows_estimated = COALESCE(?, rows_estimated), rows_per_sec = COALESCE(?, rows_per_sec), checkpoint = COALESCE(?, checkpoint), error = COALESCE(?, error), sealed_at = COALESCE(?, sealed_at), from_sql = COALESCE(?, from_sql), updated_at = ? WHERE deployment_id = ? AND keyspace = ? AND shard = ? AND table_name = ?",
+            "UPDATE {}.cells SET state = COALESCE(?, state), strategy = COALESCE(?, strategy), rows_copied = COALESCE(?, rows_copied), rows_estimated = COALESCE(?, rows_estimated), rows_per_sec = COALESCE(?, rows_per_sec), checkpoint = COALESCE(?, checkpoint), error = COALESCE(?, error), sealed_at = COALESCE(?, sealed_at), from_sql = COALESCE(?, from_sql), to_sql = COALESCE(?, to_sql), updated_at = ? WHERE deployment_id = ? AND keyspace = ? AND shard = ? AND table_name = ?",
             db()
         ),
         mysql_async::Params::Positional(vec![
@@ -355,6 +357,7 @@ pub async fn update_cell(
             u.error.into(),
             u.sealed_at.into(),
             u.from_sql.into(),
+            u.to_sql.into(),
             now_rfc3339().into(),
             id.into(),
             keyspace.into(),
