@@ -170,6 +170,7 @@ fn a_controller_killed_anywhere_is_finished_by_the_next_run() {
         "gate:open",
         "seal:after-decision",
         "seal:while-locked",
+        "seal:one-flipped",
         "seal:after-flip",
     ] {
         // `tags` changes INSTANT-ly, under the seal's lock: a controller killed holding the

@@ -947,7 +947,10 @@ async fn release(mut held: Held, flip: &Flip<'_>, id: &str) -> Result<SystemTime
         .await;
     let _ = held.lock.query_drop("UNLOCK TABLES").await;
     dropped.map_err(|e| e.to_string())?;
-    held.flip.await.map_err(|e| e.to_string())?
+    let flipped = held.flip.await.map_err(|e| e.to_string())?;
+    // The first shard to flip: the others are anywhere between holding and flipped.
+    crate::failpoint("seal:one-flipped");
+    flipped
 }
 
 /// Renames a flipped shard back (inverse renames in reverse order), then takes its INSTANT
