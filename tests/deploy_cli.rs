@@ -767,8 +767,8 @@ fn a_partial_flip_is_swapped_back_without_losing_a_write() {
     assert_eq!(code(&schemagate(&["plan", "--repo", &repo_arg])), 0);
 }
 
-/// An INSTANT change runs at the seal, queued with the flip behind the locks: a round given up
-/// (another shard's table stays in use) must not let it run on the shards that held theirs.
+/// An INSTANT change runs at the seal, under the locks once every shard holds its own: a round
+/// given up before that (another shard's table stays in use) must not run it anywhere.
 #[test]
 fn an_abandoned_seal_round_leaves_instant_changes_unapplied() {
     let [a, b, ..] = servers() else {

@@ -726,14 +726,24 @@ pub async fn current_definition(
     if exists.is_none() {
         return Ok(None);
     }
+    show_definition(&mut c, database, table)
+        .await
+        .map_err(|e| conn.query_error(format!("SHOW CREATE TABLE `{table}`"), e))
+}
+
+/// `SHOW CREATE TABLE` on `c`, AUTO_INCREMENT removed (the table must exist).
+pub(crate) async fn show_definition(
+    c: &mut mysql_async::Conn,
+    database: &str,
+    table: &str,
+) -> Result<Option<String>, mysql_async::Error> {
     let row: Option<(String, String)> = c
         .query_first(format!(
             "SHOW CREATE TABLE {}.{}",
             quote(database),
             quote(table)
         ))
-        .await
-        .map_err(|e| conn.query_error(format!("SHOW CREATE TABLE `{table}`"), e))?;
+        .await?;
     Ok(row.map(|(_, sql)| crate::schema::strip_auto_increment(&sql)))
 }
 

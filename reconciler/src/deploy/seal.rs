@@ -983,15 +983,9 @@ async fn swap_back(flip: &Flip<'_>, options: &SealOptions) -> Result<Vec<String>
 /// A table's definition (AUTO_INCREMENT removed), read on `c`: it may be the lock holder,
 /// which alone can read the tables it holds.
 async fn definition(c: &mut Conn, database: &str, table: &str) -> Result<Option<String>, String> {
-    let row: Option<(String, String)> = c
-        .query_first(format!(
-            "SHOW CREATE TABLE {}.{}",
-            quote(database),
-            quote(table)
-        ))
+    super::show_definition(c, database, table)
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(row.map(|(_, sql)| crate::schema::strip_auto_increment(&sql)))
+        .map_err(|e| e.to_string())
 }
 
 /// Takes the shard's INSTANT changes back (see [`undo_instant`]); what it could not, as notes.
