@@ -859,6 +859,13 @@ fn foreign_keys_are_carried_through_the_seal_when_configured() {
     let plain = config("app", &db, &[("a", a.dsn()), ("b", b.dsn())]);
     let dir = repo(&plain, &files);
     let repo_arg = dir.path().to_str().unwrap().to_string();
+    // The plan already says what apply will refuse.
+    let plan = schemagate(&["plan", "--repo", &repo_arg]);
+    assert!(
+        stdout(&plan).contains("`foreign_keys: carry`"),
+        "{}",
+        stdout(&plan)
+    );
     let out = schemagate(&["apply", "--repo", &repo_arg, "--yes"]);
     assert_ne!(code(&out), 0);
     assert!(

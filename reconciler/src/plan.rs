@@ -13,10 +13,10 @@ use futures::StreamExt;
 use serde::Serialize;
 use tracing::{debug, info};
 
-use crate::diff::{diff_schemas, Change, DiffError};
+use crate::diff::{diff_schemas, Change, ChangeKind, DiffError};
 use crate::live::{CanonicalCache, LiveError, ServerFlavor, ShardConn};
 use crate::schema::{self, DesiredTable, SchemaError, Table};
-use crate::source::{Desired, Keyspace};
+use crate::source::{Desired, ForeignKeys, Keyspace};
 use crate::workspace::{self, Workspace, WorkspaceError};
 
 #[derive(Debug, Clone, Serialize)]
@@ -158,7 +158,7 @@ async fn plan_keyspace(
             errors: Vec::new(),
         })
         .collect();
-    let result = plan_shards(&conns, &keyspace.database, tables, options, &mut shards).await;
+    let result = plan_shards(&conns, keyspace, tables, options, &mut shards).await;
     for conn in conns {
         conn.disconnect().await;
     }
@@ -173,11 +173,12 @@ async fn plan_keyspace(
 
 async fn plan_shards(
     conns: &[ShardConn],
-    database: &str,
+    keyspace: &Keyspace,
     tables: &[DesiredTable],
     options: &PlanOptions,
     shards: &mut [ShardPlan],
 ) -> Result<(), PlanError> {
+    let database = keyspace.database.as_str();
     let all: Vec<usize> = (0..conns.len()).collect();
     // Server facts first: they decide the workspaces, which are then built while the shards'
     // tables are read.
@@ -232,7 +233,7 @@ async fn plan_shards(
                     &conns[members.first().map_or(0, |m| m.0)],
                     &flavor,
                     members,
-                    &desired,
+                    (&desired, keyspace.foreign_keys),
                     shards,
                 )
                 .await
@@ -263,13 +264,14 @@ async fn plan_group(
     host: &ShardConn,
     flavor: &ServerFlavor,
     members: Vec<(usize, BTreeMap<String, Table>)>,
-    desired: &BTreeMap<String, Table>,
+    (desired, foreign_keys): (&BTreeMap<String, Table>, ForeignKeys),
     shards: &mut [ShardPlan],
 ) {
     // Shards with the same live definitions get the same plan: diff and verify it once.
     let mut unique: Vec<SharedPlan> = Vec::new();
     for (i, live) in members {
-        let diff = diff_schemas(&live, desired);
+        let mut diff = diff_schemas(&live, desired);
+        online_warnings(&mut diff.changes, &live, foreign_keys);
         let found = unique.iter_mut().find(|p| {
             p.changes == diff.changes
                 && p.errors == diff.errors
@@ -331,6 +333,47 @@ async fn plan_group(
         for i in members {
             shards[i].changes = kept.clone();
             shards[i].errors.extend(issues.iter().cloned());
+        }
+    }
+}
+
+/// What `apply` will refuse to copy online, read off the live tables, as warnings on each
+/// altered table's first change: a change that does not prove INSTANT at staging goes
+/// through a shadow table, which a table with foreign keys of its own needs
+/// `foreign_keys: carry` for, and which a table other tables reference cannot use.
+fn online_warnings(changes: &mut [Change], live: &BTreeMap<String, Table>, keys: ForeignKeys) {
+    let mut seen: Vec<String> = Vec::new();
+    for change in changes.iter_mut().filter(|c| c.kind == ChangeKind::Alter) {
+        if seen.contains(&change.table) {
+            continue;
+        }
+        seen.push(change.table.clone());
+        let Some(table) = live.get(&change.table) else {
+            continue;
+        };
+        let referencing: Vec<String> = live
+            .values()
+            .filter(|t| {
+                t.foreign_keys.iter().any(|fk| {
+                    fk.referenced_database.is_none()
+                        && fk.referenced_table.eq_ignore_ascii_case(&change.table)
+                })
+            })
+            .map(|t| format!("`{}`", t.name))
+            .collect();
+        if !referencing.is_empty() {
+            change.warnings.push(format!(
+                "foreign keys of {} reference this table: unless the change proves INSTANT at \
+                 staging, apply refuses it (after the swap they would reference the old table)",
+                referencing.join(", ")
+            ));
+        } else if !table.foreign_keys.is_empty() && keys == ForeignKeys::Refuse {
+            change.warnings.push(
+                "this table has foreign keys: unless the change proves INSTANT at staging, \
+                 apply refuses to copy it; `foreign_keys: carry` in schemagate.yaml copies \
+                 them along"
+                    .to_string(),
+            );
         }
     }
 }
@@ -472,4 +515,54 @@ async fn verify(
     let result = workspace.verify(live, desired, changes).await;
     workspace.drop().await?;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(tables: &[&str]) -> BTreeMap<String, Table> {
+        tables
+            .iter()
+            .map(|sql| {
+                let t = Table::parse_canonical(sql).unwrap_or_else(|e| panic!("{e:?}"));
+                (t.name.clone(), t)
+            })
+            .collect()
+    }
+
+    fn alter(table: &str) -> Change {
+        Change {
+            table: table.into(),
+            kind: ChangeKind::Alter,
+            statement: format!("ALTER TABLE `{table}` ADD COLUMN `x` int(11) DEFAULT NULL"),
+            destructive: false,
+            reasons: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn tables_the_online_copy_refuses_are_flagged_in_the_plan() {
+        let live = live(&[
+            "CREATE TABLE `customers` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB",
+            "CREATE TABLE `orders` (\n  `id` int(11) NOT NULL,\n  `c` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `c` (`c`),\n  CONSTRAINT `fk_c` FOREIGN KEY (`c`) REFERENCES `customers` (`id`)\n) ENGINE=InnoDB",
+            "CREATE TABLE `notes` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB",
+        ]);
+        let mut changes = vec![
+            alter("customers"),
+            alter("orders"),
+            alter("orders"),
+            alter("notes"),
+        ];
+        online_warnings(&mut changes, &live, ForeignKeys::Refuse);
+        assert!(changes[0].warnings[0].contains("foreign keys of `orders` reference this table"));
+        assert!(changes[1].warnings[0].contains("`foreign_keys: carry`"));
+        assert!(changes[2].warnings.is_empty() && changes[3].warnings.is_empty());
+
+        let mut changes = vec![alter("customers"), alter("orders")];
+        online_warnings(&mut changes, &live, ForeignKeys::Carry);
+        assert_eq!(changes[0].warnings.len(), 1);
+        assert!(changes[1].warnings.is_empty());
+    }
 }
