@@ -508,18 +508,6 @@ impl From<ShadowError> for ChunkFailure {
     }
 }
 
-/// How a chunk's INSERT … SELECT reads the rows its first statement locked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reads {
-    /// `READ COMMITTED`, no lock clause: a plain read of the latest committed rows, which
-    /// the chunk's own share locks keep from changing. It saves the second round of lock
-    /// checks (about 8% of the copy's time on the benchmark).
-    Committed,
-    /// `LOCK IN SHARE MODE` again, under the session's isolation level: where the binary log
-    /// is statement-based, InnoDB refuses to write under `READ COMMITTED`.
-    Locking,
-}
-
 /// Keys `(lo, hi]` (`None`: unbounded) for the checksum; `split` ranges are cut into chunks
 /// sized by time, the others are checked in one snapshot.
 struct Range {
@@ -897,7 +885,6 @@ impl Shadow {
         }
         // Whether a duplicate under another unique key of the shadow was found harmless.
         let mut duplicates_explained = false;
-        let reads = read_committed(&mut c, conn).await?;
         loop {
             let mut cursor = work.cursor.lock().await;
             if cursor.end {
@@ -915,13 +902,7 @@ impl Shadow {
             }
             drop(cursor);
             let chunk = self
-                .copy_locked(
-                    &mut c,
-                    conn,
-                    (lo.as_deref(), hi),
-                    reads,
-                    &mut duplicates_explained,
-                )
+                .copy_locked(&mut c, conn, lo.as_deref(), hi, &mut duplicates_explained)
                 .await?;
             let elapsed = started.elapsed();
             {
@@ -974,8 +955,8 @@ impl Shadow {
         &self,
         c: &mut Conn,
         conn: &ShardConn,
-        (lo, hi): (Option<&[Json]>, Option<Vec<Json>>),
-        reads: Reads,
+        lo: Option<&[Json]>,
+        hi: Option<Vec<Json>>,
         duplicates_explained: &mut bool,
     ) -> Result<Chunk, ShadowError> {
         let mut attempt = 1;
@@ -989,7 +970,7 @@ impl Shadow {
                     )
                     .await?;
                 }
-                self.try_copy(c, conn, (lo, hi.clone()), reads, duplicates_explained)
+                self.try_copy(c, conn, lo, hi.clone(), duplicates_explained)
                     .await
             }
             .await;
@@ -1733,13 +1714,9 @@ impl Shadow {
 
     /// The chunk's copy, of rows it already holds. Rows the triggers put in first win: INSERT
     /// IGNORE skips them, as their values are newer.
-    fn insert_sql(&self, lower: bool, upper: bool, reads: Reads) -> String {
-        let lock = match reads {
-            Reads::Locking => " LOCK IN SHARE MODE",
-            Reads::Committed => "",
-        };
+    fn insert_sql(&self, lower: bool, upper: bool) -> String {
         format!(
-            "INSERT IGNORE INTO {} ({}) SELECT {} FROM {}{} ORDER BY {}{lock}",
+            "INSERT IGNORE INTO {} ({}) SELECT {} FROM {}{} ORDER BY {} LOCK IN SHARE MODE",
             self.spec.shadow_name(),
             self.column_list(Side::Shadow),
             self.column_list(Side::Table),
@@ -1781,12 +1758,12 @@ impl Shadow {
         &self,
         c: &mut Conn,
         conn: &ShardConn,
-        (lo, hi): (Option<&[Json]>, Option<Vec<Json>>),
-        reads: Reads,
+        lo: Option<&[Json]>,
+        hi: Option<Vec<Json>>,
         duplicates_explained: &mut bool,
     ) -> Result<Chunk, ChunkFailure> {
         c.exec_drop(
-            self.insert_sql(lo.is_some(), hi.is_some(), reads),
+            self.insert_sql(lo.is_some(), hi.is_some()),
             self.range_params(lo, hi.as_deref()),
         )
         .await?;
@@ -2346,25 +2323,6 @@ fn reverse_sql_mode(session: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// Puts the copy's session in `READ COMMITTED` unless the server logs statements (see
-/// [`Reads`]). A chunk's first statement locks only the rows it reads then, no gaps: a row
-/// inserted into the chunk's range meanwhile is the triggers' to copy, like any other.
-async fn read_committed(c: &mut Conn, conn: &ShardConn) -> Result<Reads, LiveError> {
-    let logging: Option<(Option<u64>, Option<String>)> = c
-        .query_first("SELECT @@log_bin, @@binlog_format")
-        .await
-        .map_err(|e| conn.query_error("reading the binary log format", e))?;
-    let statements =
-        matches!(logging, Some((Some(1), Some(ref f))) if f.eq_ignore_ascii_case("STATEMENT"));
-    if statements {
-        return Ok(Reads::Locking);
-    }
-    c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        .await
-        .map_err(|e| conn.query_error("setting the copy's isolation level", e))?;
-    Ok(Reads::Committed)
 }
 
 /// Adds `NO_AUTO_VALUE_ON_ZERO` to the session's sql_mode, for the copy and the triggers: a
