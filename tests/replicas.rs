@@ -11,12 +11,10 @@ use support::*;
 
 #[test]
 fn the_copy_waits_while_a_replica_is_not_replicating() {
-    // Statement-based: the copy then keeps its locking reads (InnoDB refuses READ COMMITTED
-    // writes under it), and the replica replays chunks and triggers as statements.
     let sandbox = Sandbox::start_with(2, |i| {
         vec![
             "--log-bin=binlog".into(),
-            "--binlog-format=STATEMENT".into(),
+            "--binlog-format=ROW".into(),
             format!("--server-id={}", i + 1),
         ]
     })
