@@ -339,7 +339,8 @@ async fn gate_check<'a>(
             }
             let now = current_definition(conn, database, &cell.table).await?;
             // An INSTANT change may have run already, under a lock whose holder then died.
-            let applied = cell.strategy == Strategy::Instant && now.is_some() && now == cell.to_sql;
+            let applied = cell.strategy == Strategy::Instant
+                && reached(now.as_deref(), cell.to_sql.as_deref());
             if now != cell.from_sql && !applied {
                 problems.push(format!(
                     "shard {} table `{}` changed since the plan was made (someone altered it underneath); cancel this deployment and plan again",
@@ -484,7 +485,7 @@ async fn restage_stale(
             .filter(|c| c.strategy == Strategy::Instant);
         for cell in instant {
             let Some(from) = &cell.from_sql else { continue };
-            let undone = match conn.conn().await {
+            let undone = match undo_connection(conn).await {
                 Ok(mut c) => undo_instant(&mut c, &config.database, &cell.table, from)
                     .await
                     .map(|_| ()),
@@ -698,9 +699,14 @@ async fn flip_round(
     let mut report = vec![format!("the flip failed on {}", failures.join("; "))];
     for (result, flip) in released.iter().zip(flips) {
         if result.is_err() && !flip.instant.is_empty() {
-            // Its INSTANT ALTERs ran ahead of the RENAME that failed.
-            let notes = match flip.conn.conn().await {
-                Ok(mut c) => undo_instants(&mut c, flip).await,
+            // Its INSTANT ALTERs ran under the lock, before the RENAME that failed (unless only
+            // the answer was lost: a shard that did flip keeps them).
+            let notes = match flipped(flip.conn, &flip.database, id).await {
+                Ok(false) => match undo_connection(flip.conn).await {
+                    Ok(mut c) => undo_instants(&mut c, flip).await,
+                    Err(e) => vec![format!("its INSTANT changes were not checked: {e}")],
+                },
+                Ok(true) => Vec::new(),
                 Err(e) => vec![format!("its INSTANT changes were not checked: {e}")],
             };
             if !notes.is_empty() {
@@ -878,7 +884,7 @@ async fn carry_auto_increment(lock: &mut Conn, flip: &Flip<'_>) -> Result<(), St
 async fn turn(held: &mut Held, flip: &Flip<'_>) -> Result<(), String> {
     for change in &flip.instant {
         let now = definition(&mut held.lock, &flip.database, &change.table).await?;
-        if now.is_some() && now == change.to {
+        if reached(now.as_deref(), change.to.as_deref()) {
             continue;
         }
         held.altered = true;
@@ -980,12 +986,40 @@ async fn swap_back(flip: &Flip<'_>, options: &SealOptions) -> Result<Vec<String>
     Err(last)
 }
 
+/// A connection for taking INSTANT changes back outside the seal's lock: its ALTERs wait at
+/// most a second for a table in use, so that they never hold the application's writes longer.
+async fn undo_connection(conn: &ShardConn) -> Result<Conn, String> {
+    let mut c = conn.conn().await.map_err(|e| e.to_string())?;
+    c.query_drop("SET SESSION lock_wait_timeout = 1")
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
 /// A table's definition (AUTO_INCREMENT removed), read on `c`: it may be the lock holder,
 /// which alone can read the tables it holds.
 async fn definition(c: &mut Conn, database: &str, table: &str) -> Result<Option<String>, String> {
     super::show_definition(c, database, table)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Whether a table's definition `now` is the one an INSTANT change was proven to give (`to`,
+/// read off an empty clone made by `CREATE TABLE … LIKE`, which leaves foreign keys out: they
+/// are left out of the comparison).
+fn reached(now: Option<&str>, to: Option<&str>) -> bool {
+    let (Some(now), Some(to)) = (now, to) else {
+        return false;
+    };
+    let Ok(table) = crate::schema::Table::parse_canonical(now) else {
+        return false;
+    };
+    let keys: Vec<&str> = table
+        .foreign_keys
+        .iter()
+        .map(|fk| fk.definition.as_str())
+        .collect();
+    table.create_sql_without(&keys) == to
 }
 
 /// Takes the shard's INSTANT changes back (see [`undo_instant`]); what it could not, as notes.
