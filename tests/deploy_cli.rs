@@ -825,9 +825,21 @@ fn an_abandoned_seal_round_leaves_instant_changes_unapplied() {
     }
 }
 
+/// Runs `statements` on a server: the server's error, if any.
+fn runs(server: &reconciler::sandbox::Server, statements: &str) -> Result<(), String> {
+    runtime().block_on(async {
+        let opts = mysql_async::Opts::from_url(&server.dsn()).map_err(|e| e.to_string())?;
+        let mut conn = mysql_async::Conn::new(opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        conn.query_drop(statements).await.map_err(|e| e.to_string())
+    })
+}
+
 /// `foreign_keys: carry`: a child table goes through the shadow with its foreign keys (one
-/// kept with its cascade, one added), on two shards; after the seal the keys have their own
-/// names, the old table gave them up, and the plan finds nothing left to do.
+/// kept under the name InnoDB generated for it, one added), on two shards; after the seal the
+/// keys have their own names, the old table gave all of its keys up, and the plan finds nothing
+/// left to do.
 #[test]
 fn foreign_keys_are_carried_through_the_seal_when_configured() {
     let [a, b, ..] = servers() else {
@@ -840,7 +852,7 @@ fn foreign_keys_are_carried_through_the_seal_when_configured() {
          CREATE TABLE shops (id int PRIMARY KEY) ENGINE=InnoDB;
          CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL, shop_id int, qty int,
            KEY shop_id (shop_id),
-           CONSTRAINT fk_customer FOREIGN KEY (customer_id) REFERENCES customers (id) ON DELETE CASCADE) ENGINE=InnoDB;
+           FOREIGN KEY (customer_id) REFERENCES customers (id)) ENGINE=InnoDB;
          INSERT INTO customers SELECT seq FROM seq_1_to_20;
          INSERT INTO shops SELECT seq FROM seq_1_to_5;
          INSERT INTO orders SELECT seq, 1 + seq % 20, 1 + seq % 5, seq FROM seq_1_to_2000;",
@@ -852,7 +864,7 @@ fn foreign_keys_are_carried_through_the_seal_when_configured() {
             "app/orders.sql",
             "create table orders (id int primary key, customer_id int not null, shop_id int, qty bigint,
                key shop_id (shop_id),
-               constraint fk_customer foreign key (customer_id) references customers (id) on delete cascade,
+               foreign key (customer_id) references customers (id),
                constraint fk_shop foreign key (shop_id) references shops (id));",
         ),
     ];
@@ -884,14 +896,22 @@ fn foreign_keys_are_carried_through_the_seal_when_configured() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let id = stage(&repo_arg);
 
-    // At the gate: a cascade reaches the shadow through its own key.
-    sql(a, Some(&db), "DELETE FROM customers WHERE id = 3");
+    // At the gate the shadow's new key already holds.
+    sql(a, Some(&db), "INSERT INTO orders VALUES (5001, 3, 2, 1)");
+    let refused = runs(a, &format!("DELETE FROM `{db}`.shops WHERE id = 2"));
+    assert!(
+        refused.is_err_and(|e| e.contains("foreign key constraint")),
+        "a shop the shadow's rows reference cannot go"
+    );
     let out = schemagate(&["seal", &id, "--repo", &repo_arg]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     for server in [a, b] {
         let tables: BTreeMap<String, String> = show_tables(server, &db).into_iter().collect();
         let orders = &tables["orders"];
-        assert!(orders.contains("CONSTRAINT `fk_customer` FOREIGN KEY (`customer_id`) REFERENCES `customers` (`id`) ON DELETE CASCADE"), "{orders}");
+        assert!(
+            orders.contains("CONSTRAINT `orders_ibfk_1` FOREIGN KEY (`customer_id`) REFERENCES `customers` (`id`)"),
+            "{orders}"
+        );
         assert!(
             orders
                 .contains("CONSTRAINT `fk_shop` FOREIGN KEY (`shop_id`) REFERENCES `shops` (`id`)"),
@@ -912,26 +932,25 @@ fn foreign_keys_are_carried_through_the_seal_when_configured() {
         assert_eq!(
             scalar::<i64>(&server.dsn(), &keys),
             Some(0),
-            "without its keys"
+            "without its keys (the generated name went along with it at the rename)"
         );
     }
     let count = |server: &reconciler::sandbox::Server| {
         scalar::<i64>(
             &server.dsn(),
-            &format!("SELECT COUNT(*) FROM `{db}`.orders WHERE customer_id = 3"),
+            &format!("SELECT COUNT(*) FROM `{db}`.orders"),
         )
     };
-    assert_eq!(count(a), Some(0));
-    assert_eq!(count(b), Some(100));
-    // The new table's keys hold.
-    sql(a, Some(&db), "DELETE FROM customers WHERE id = 4");
-    assert_eq!(
-        scalar::<i64>(
-            &a.dsn(),
-            &format!("SELECT COUNT(*) FROM `{db}`.orders WHERE customer_id = 4")
-        ),
-        Some(0)
+    assert_eq!((count(a), count(b)), (Some(2001), Some(2000)));
+    // The new table's keys hold; the old table, whose rows still reference customer 7, keeps
+    // no parent from going.
+    let refused = runs(a, &format!("DELETE FROM `{db}`.customers WHERE id = 4"));
+    assert!(refused.is_err(), "orders still reference customer 4");
+    let gone = runs(
+        a,
+        &format!("DELETE FROM `{db}`.orders WHERE customer_id = 7; DELETE FROM `{db}`.customers WHERE id = 7"),
     );
+    assert_eq!(gone, Ok(()));
     assert_eq!(
         code(&schemagate(&["plan", "--repo", &repo_arg])),
         0,

@@ -374,6 +374,16 @@ fn online_warnings(changes: &mut [Change], live: &BTreeMap<String, Table>, keys:
                  them along"
                     .to_string(),
             );
+        } else if let Some(fk) = table
+            .foreign_keys
+            .iter()
+            .find(|fk| crate::deploy::foreign_keys::acts_on_children(&fk.definition))
+        {
+            change.warnings.push(format!(
+                "foreign key `{}` changes rows when its parent changes: unless the change \
+                 proves INSTANT at staging, apply refuses to copy this table",
+                fk.name
+            ));
         }
     }
 }

@@ -1451,11 +1451,12 @@ impl Shadow {
         let Some(clauses) = foreign_keys::restore_clauses(&keys, &names) else {
             return Ok(());
         };
+        // All of them: generated names (`<table>_ibfk_<n>`) were renamed with the table, and a
+        // key left there would keep parents from being deleted.
         if let Some(old) = show_create(&mut c, conn, &spec.database, retention).await? {
             let drops: Vec<String> = old
                 .foreign_keys
                 .iter()
-                .filter(|fk| keys.iter().any(|k| same_name(&k.name, &fk.name)))
                 .map(|fk| format!("DROP FOREIGN KEY {}", quote_ident(&fk.name)))
                 .collect();
             if !drops.is_empty() {
@@ -2629,17 +2630,61 @@ fn carried_keys(spec: &ShadowSpec, original: &Table) -> Result<Vec<Carried>, Sha
     let split = foreign_keys::split(&spec.statements).map_err(|r| refused(spec, r))?;
     let keys = foreign_keys::carried(&spec.trigger_prefix, original, &split)
         .map_err(|r| refused(spec, r))?;
-    if let Some(key) = keys.iter().find(|k| k.new && k.acts_on_children()) {
+    // A cascade fires no trigger. The shadow's own copy of a key would follow it, but InnoDB
+    // cascades into the child tables in the order of their keys' names, so into the shadow
+    // before the table: a chunk holding the child row then copies it into the shadow after the
+    // cascade passed there, and the shadow keeps a row the table loses.
+    let acting = original
+        .foreign_keys
+        .iter()
+        .map(|fk| (&fk.name, &fk.definition))
+        .chain(keys.iter().map(|k| (&k.name, &k.definition)))
+        .find(|(_, definition)| foreign_keys::acts_on_children(definition));
+    if let Some((name, _)) = acting {
         return Err(refused(
             spec,
             format!(
-                "the new foreign key `{}` changes rows when its parent changes (CASCADE or SET \
-                 …): until the seal it would change the shadow's rows and not the table's; add \
-                 it with a native ALTER (with foreign_key_checks = 0 the server adds a key in \
-                 place, without checking the rows)",
-                key.name
+                "foreign key `{name}` changes rows when its parent changes (ON DELETE/UPDATE \
+                 CASCADE or SET …): a cascade fires no trigger, so the shadow cannot be kept in \
+                 step with it; change this table with a native ALTER"
             ),
         ));
+    }
+    for key in keys.iter().filter(|k| k.new) {
+        let Some(fk) = ForeignKey::parse(&key.definition) else {
+            continue;
+        };
+        let database = fk.referenced_database.as_deref().unwrap_or(&spec.database);
+        if same_name(database, &spec.database) && same_name(&fk.referenced_table, &spec.table) {
+            return Err(refused(
+                spec,
+                format!(
+                    "the new foreign key `{}` references the table itself; after the swap it \
+                     would reference the old table: add it with a native ALTER",
+                    key.name
+                ),
+            ));
+        }
+    }
+    // InnoDB renames a generated key name `<table>_ibfk_<n>` along with its table: at the seal
+    // the table's keys take the retention name's, which must fit in 64 characters.
+    let generated = format!("{}_ibfk_", spec.table.to_lowercase());
+    if let Some(fk) = original
+        .foreign_keys
+        .iter()
+        .find(|fk| fk.name.to_lowercase().starts_with(&generated))
+    {
+        let suffix = fk.name.chars().count() - spec.table.chars().count();
+        if spec.shadow.chars().count() + suffix > 64 {
+            return Err(refused(
+                spec,
+                format!(
+                    "foreign key `{}` has a generated name, which the seal's rename would make \
+                     longer than 64 characters: give it a name of its own first",
+                    fk.name
+                ),
+            ));
+        }
     }
     Ok(keys)
 }
