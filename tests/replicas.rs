@@ -11,10 +11,21 @@ use support::*;
 
 #[test]
 fn the_copy_waits_while_a_replica_is_not_replicating() {
+    copy_with_a_replica("ROW");
+}
+
+/// Statement-based: the copy keeps locking reads (InnoDB refuses READ COMMITTED writes under
+/// it), and the replica replays chunks and triggers as statements.
+#[test]
+fn statement_based_replication_gets_the_same_rows() {
+    copy_with_a_replica("STATEMENT");
+}
+
+fn copy_with_a_replica(binlog_format: &str) {
     let sandbox = Sandbox::start_with(2, |i| {
         vec![
             "--log-bin=binlog".into(),
-            "--binlog-format=ROW".into(),
+            format!("--binlog-format={binlog_format}"),
             format!("--server-id={}", i + 1),
         ]
     })
