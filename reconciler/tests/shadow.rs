@@ -1905,3 +1905,33 @@ async fn rows_that_come_and_go_in_a_chunks_range_are_not_copied_back() {
     Shadow::cleanup(&conn, &spec).await.expect("cleanup");
     conn.disconnect().await;
 }
+
+/// A CHECK constraint the change adds and some rows break: the copy fails, naming the
+/// constraint (the row it skipped is a loss, not a row that moved).
+#[tokio::test]
+async fn rows_a_new_check_constraint_rejects_fail_the_copy() {
+    let conn = shard(server(0));
+    let db = database(
+        &conn,
+        "checkc",
+        "CREATE TABLE t (id INT PRIMARY KEY, x INT NOT NULL);
+         INSERT INTO t SELECT seq, IF(seq = 700, -1, seq) FROM seq_1_to_2000;",
+    )
+    .await;
+    let spec = spec(
+        &db,
+        "t",
+        &["ALTER TABLE `t` ADD CONSTRAINT `positive` CHECK (`x` > 0)"],
+    );
+    let result = match Shadow::prepare(&conn, spec.clone()).await {
+        Ok(shadow) => shadow.copy(&conn, None, &fast(), |_| {}).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let message = result.expect_err("a row breaks the check").to_string();
+    assert!(
+        message.contains("CONSTRAINT `positive` failed"),
+        "{message}"
+    );
+    Shadow::cleanup(&conn, &spec).await.expect("cleanup");
+    conn.disconnect().await;
+}

@@ -589,25 +589,42 @@ async fn after_partial_flip(
     message
 }
 
-/// A new table whose foreign key references a table this deployment renames away would follow
-/// the rename (InnoDB re-points foreign keys) and end up referencing the retention table.
+/// A foreign key that a new table has, or that a shadow carries because the change adds it,
+/// and that references a table this deployment renames away, would follow the rename (InnoDB
+/// re-points foreign keys) and end up referencing the retention table.
 fn repointed_foreign_keys(shard: &str, cells: &[Cell]) -> Vec<String> {
     let renamed: Vec<&str> = cells
         .iter()
         .filter(|c| matches!(c.strategy, Strategy::Shadow | Strategy::Drop))
         .map(|c| c.table.as_str())
         .collect();
-    cells
+    let created = cells
         .iter()
         .filter(|c| c.strategy == Strategy::Create)
-        .filter_map(|c| Some((c, crate::schema::Table::parse_canonical(c.to_sql.as_deref()?).ok()?)))
-        .flat_map(|(c, t)| {
-            t.foreign_keys
-                .into_iter()
+        .filter_map(|c| {
+            let t = crate::schema::Table::parse_canonical(c.to_sql.as_deref()?).ok()?;
+            Some((c, "new table", t.foreign_keys))
+        });
+    let added = cells
+        .iter()
+        .filter(|c| c.strategy == Strategy::Shadow)
+        .filter_map(|c| {
+            let split = super::foreign_keys::split(&c.statements).ok()?;
+            let keys = split
+                .added
+                .iter()
+                .filter_map(|d| crate::schema::ForeignKey::parse(d))
+                .collect();
+            Some((c, "a key added to", keys))
+        });
+    created
+        .chain(added)
+        .flat_map(|(c, what, keys)| {
+            keys.into_iter()
                 .filter(|fk| fk.referenced_database.is_none() && renamed.contains(&fk.referenced_table.as_str()))
                 .map(move |fk| {
                     format!(
-                        "shard {shard}: new table `{}` references `{}`, which this deployment replaces by renaming; the foreign key would follow the old table. Deploy the referenced table's change first, then the new table",
+                        "shard {shard}: {what} `{}` references `{}`, which this deployment replaces by renaming; the foreign key would follow the old table. Deploy the referenced table's change first, then the key",
                         c.table, fk.referenced_table
                     )
                 })
@@ -1207,4 +1224,47 @@ async fn finish(fleet: &Fleet, id: &str, options: &SealOptions) -> Result<(), De
         drop_sentinels(conn, database, id).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(table: &str, strategy: Strategy, statements: &[&str]) -> Cell {
+        Cell {
+            table: table.into(),
+            strategy,
+            state: CellState::Ready,
+            statements: statements.iter().map(|s| s.to_string()).collect(),
+            from_sql: None,
+            to_sql: None,
+            renames: Vec::new(),
+            rows_copied: 0,
+            rows_estimated: 0,
+            rows_per_sec: 0.0,
+            checkpoint: None,
+            error: None,
+            sealed_at: None,
+        }
+    }
+
+    #[test]
+    fn keys_added_to_a_shadow_may_not_reference_a_table_the_seal_renames() {
+        let cells = [
+            cell("customers", Strategy::Shadow, &["ALTER TABLE `customers` MODIFY `id` bigint(20) NOT NULL"]),
+            cell(
+                "orders",
+                Strategy::Shadow,
+                &["ALTER TABLE `orders` ADD CONSTRAINT `fk_c` FOREIGN KEY (`c`) REFERENCES `customers` (`id`)"],
+            ),
+            cell(
+                "notes",
+                Strategy::Shadow,
+                &["ALTER TABLE `notes` ADD CONSTRAINT `fk_s` FOREIGN KEY (`s`) REFERENCES `shops` (`id`)"],
+            ),
+        ];
+        let problems = repointed_foreign_keys("-80", &cells);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("a key added to `orders` references `customers`"));
+    }
 }

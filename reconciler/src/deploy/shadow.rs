@@ -514,7 +514,7 @@ struct Work<'a, F> {
 enum ChunkFailure {
     Sql(mysql_async::Error),
     Shadow(ShadowError),
-    /// The chunk read another number of rows than it locked (see [`Shadow::try_copy`]).
+    /// The chunk's plain read took in rows it had not locked (see [`Shadow::try_copy`]).
     Moved,
 }
 
@@ -1044,6 +1044,12 @@ impl Shadow {
         let mut attempt = 1;
         loop {
             let result = async {
+                // A retry reads with locks: under a steady stream of inserts into the range, a
+                // plain read would keep finding rows it did not lock.
+                let reads = match attempt {
+                    1 => reads,
+                    _ => Reads::Locking,
+                };
                 if attempt > 1 {
                     c.query_drop("START TRANSACTION").await?;
                     locked.rows = self.relock(c, lo, &hi).await?;
@@ -1081,18 +1087,12 @@ impl Shadow {
                 *attempt += 1;
                 Ok(None)
             }
-            ChunkFailure::Moved if *attempt < CHUNK_ATTEMPTS => {
-                tracing::debug!(table = %self.spec.table, "rows were inserted into a chunk's range; locking it again");
+            ChunkFailure::Moved => {
+                // Retried with a locking read, which cannot move: see `copy_locked`.
+                tracing::debug!(table = %self.spec.table, "rows were inserted into a chunk's range; copying it again with locks");
                 *attempt += 1;
                 Ok(None)
             }
-            ChunkFailure::Moved => Err(refused(
-                &self.spec,
-                format!(
-                    "rows kept arriving in the same chunk's key range for {CHUNK_ATTEMPTS} \
-                     attempts; run apply again to resume"
-                ),
-            )),
             ChunkFailure::Sql(e) => Err(conn
                 .query_error(format!("copying rows of `{}`", self.spec.table), e)
                 .into()),
@@ -1533,11 +1533,11 @@ impl Shadow {
             shard: conn.shard.clone(),
             source,
         })?;
-        let spec = ShadowSpec {
-            carry_foreign_keys: true,
-            ..spec.clone()
-        };
-        let keys = carried_keys(&spec, &original)?;
+        // The keys as staged, without the refusals of `carried_keys`: whatever was staged is
+        // sealed now, and must get its names back.
+        let keys = foreign_keys::split(&spec.statements)
+            .and_then(|split| foreign_keys::carried(&spec.trigger_prefix, &original, &split))
+            .map_err(|r| refused(spec, r))?;
         let Some(clauses) = foreign_keys::restore_clauses(&keys, &names) else {
             return Ok(());
         };
@@ -1881,11 +1881,22 @@ impl Shadow {
                     format!("the server's answer to a chunk (`{info}`) has no row count"),
                 )
             })?;
-        if read != rows {
+        // A locking read locks what it reads; only a plain read can take in a row it did not
+        // lock, which makes it read more. Reading fewer means rows were dropped on the way.
+        if reads == Reads::Committed && read > rows {
             return Err(ChunkFailure::Moved);
         }
         if c.get_warnings() > 0 {
             self.check_warnings(c, conn, duplicates_explained).await?;
+        }
+        if read < rows {
+            return Err(ChunkFailure::Shadow(refused(
+                &self.spec,
+                format!(
+                    "a chunk locked {rows} rows but the copy read {read}: rows were left out \
+                     without a warning; cancel the deployment and report this"
+                ),
+            )));
         }
         c.query_drop("COMMIT").await?;
         Ok(Chunk {
@@ -2783,22 +2794,23 @@ fn carried_keys(spec: &ShadowSpec, original: &Table) -> Result<Vec<Carried>, Sha
     // InnoDB renames a generated key name `<table>_ibfk_<n>` along with its table: at the seal
     // the table's keys take the retention name's, which must fit in 64 characters.
     let generated = format!("{}_ibfk_", spec.table.to_lowercase());
-    if let Some(fk) = original
-        .foreign_keys
-        .iter()
-        .find(|fk| fk.name.to_lowercase().starts_with(&generated))
-    {
-        let suffix = fk.name.chars().count() - spec.table.chars().count();
-        if spec.shadow.chars().count() + suffix > 64 {
-            return Err(refused(
-                spec,
-                format!(
-                    "foreign key `{}` has a generated name, which the seal's rename would make \
-                     longer than 64 characters: give it a name of its own first",
-                    fk.name
-                ),
-            ));
-        }
+    let too_long = original.foreign_keys.iter().find(|fk| {
+        let suffix = fk
+            .name
+            .chars()
+            .count()
+            .saturating_sub(spec.table.chars().count());
+        fk.name.to_lowercase().starts_with(&generated) && spec.shadow.chars().count() + suffix > 64
+    });
+    if let Some(fk) = too_long {
+        return Err(refused(
+            spec,
+            format!(
+                "foreign key `{}` has a generated name, which the seal's rename would make \
+                 longer than 64 characters: give it a name of its own first",
+                fk.name
+            ),
+        ));
     }
     Ok(keys)
 }
