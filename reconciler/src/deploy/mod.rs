@@ -237,19 +237,9 @@ fn cells_for(plan: &crate::plan::ShardPlan) -> Vec<Cell> {
             ChangeKind::Alter => Strategy::Shadow,
         };
         cells.push(Cell {
-            table: change.table.clone(),
-            strategy,
-            state: CellState::Queued,
-            statements: vec![change.statement.clone()],
-            from_sql: None,
             to_sql: (change.kind == ChangeKind::Create).then(|| change.statement.clone()),
             renames: renames_in(&change.statement),
-            rows_copied: 0,
-            rows_estimated: 0,
-            rows_per_sec: 0.0,
-            checkpoint: None,
-            error: None,
-            sealed_at: None,
+            ..Cell::queued(&change.table, strategy, vec![change.statement.clone()])
         });
     }
     cells

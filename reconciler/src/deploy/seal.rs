@@ -1231,20 +1231,10 @@ mod tests {
     use super::*;
 
     fn cell(table: &str, strategy: Strategy, statements: &[&str]) -> Cell {
+        let statements = statements.iter().map(|s| s.to_string()).collect();
         Cell {
-            table: table.into(),
-            strategy,
             state: CellState::Ready,
-            statements: statements.iter().map(|s| s.to_string()).collect(),
-            from_sql: None,
-            to_sql: None,
-            renames: Vec::new(),
-            rows_copied: 0,
-            rows_estimated: 0,
-            rows_per_sec: 0.0,
-            checkpoint: None,
-            error: None,
-            sealed_at: None,
+            ..Cell::queued(table, strategy, statements)
         }
     }
 

@@ -88,6 +88,27 @@ pub struct Cell {
     pub sealed_at: Option<String>,
 }
 
+impl Cell {
+    /// A cell not started yet, with nothing recorded.
+    pub fn queued(table: &str, strategy: Strategy, statements: Vec<String>) -> Cell {
+        Cell {
+            table: table.to_string(),
+            strategy,
+            state: CellState::Queued,
+            statements,
+            from_sql: None,
+            to_sql: None,
+            renames: Vec::new(),
+            rows_copied: 0,
+            rows_estimated: 0,
+            rows_per_sec: 0.0,
+            checkpoint: None,
+            error: None,
+            sealed_at: None,
+        }
+    }
+}
+
 /// A deployment as one shard records it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ShardDeployment {
