@@ -324,6 +324,7 @@ async fn gate_check<'a>(
     let mut problems = Vec::new();
     for (conn, record) in pending {
         problems.extend(repointed_foreign_keys(&conn.shard, &record.cells));
+        problems.extend(overlong_key_names(&conn.shard, id, &record.cells));
         for cell in &record.cells {
             if !matches!(cell.state, CellState::Ready | CellState::Sealing) {
                 problems.push(format!(
@@ -628,6 +629,29 @@ fn repointed_foreign_keys(shard: &str, cells: &[Cell]) -> Vec<String> {
                         c.table, fk.referenced_table
                     )
                 })
+        })
+        .collect()
+}
+
+/// InnoDB renames a generated foreign key name (`<table>_ibfk_<n>`) along with its table, and
+/// cuts it at 64 characters: a dropped table's retention name could make two of them the same
+/// and fail its shard's RENAME at the flip. (The shadow strategy refuses such keys up front.)
+fn overlong_key_names(shard: &str, id: &str, cells: &[Cell]) -> Vec<String> {
+    cells
+        .iter()
+        .filter(|c| c.strategy == Strategy::Drop)
+        .filter_map(|c| Some((c, crate::schema::Table::parse_canonical(c.from_sql.as_deref()?).ok()?)))
+        .filter_map(|(c, t)| {
+            let generated = format!("{}_ibfk_", c.table.to_lowercase());
+            let retention = crate::naming::artifact(id, "del", &c.table).chars().count();
+            let fk = t.foreign_keys.into_iter().find(|fk| {
+                let suffix = fk.name.chars().count().saturating_sub(c.table.chars().count());
+                fk.name.to_lowercase().starts_with(&generated) && retention + suffix > 64
+            })?;
+            Some(format!(
+                "shard {shard}: table `{}` is dropped by renaming it, which would make the generated name of its foreign key `{}` longer than 64 characters; drop that key in a deployment of its own first",
+                c.table, fk.name
+            ))
         })
         .collect()
 }
@@ -1256,5 +1280,26 @@ mod tests {
         let problems = repointed_foreign_keys("-80", &cells);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("a key added to `orders` references `customers`"));
+    }
+
+    #[test]
+    fn a_dropped_table_whose_generated_key_names_would_overflow_is_held_at_the_gate() {
+        let dropped = |name: &str| {
+            let sql = format!(
+                "CREATE TABLE `{name}` (\n  `id` int(11) NOT NULL,\n  `p` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n  KEY `p` (`p`),\n  CONSTRAINT `{name}_ibfk_1` FOREIGN KEY (`p`) REFERENCES `parents` (`id`)\n) ENGINE=InnoDB"
+            );
+            Cell {
+                from_sql: Some(sql),
+                ..cell(name, Strategy::Drop, &[])
+            }
+        };
+        let long = "a_table_name_long_enough_to_overflow_after_renaming";
+        let problems =
+            overlong_key_names("-80", "0123456789ab", &[dropped("short"), dropped(long)]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains(&format!("`{long}_ibfk_1`")),
+            "{problems:?}"
+        );
     }
 }
