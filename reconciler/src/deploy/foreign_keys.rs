@@ -11,7 +11,7 @@
 use sqlparser::tokenizer::Token;
 
 use crate::schema::sql::{keyword, quote_ident, significant, tokenize, LineIndex};
-use crate::schema::Table;
+use crate::schema::{ForeignKey, Table};
 
 /// One foreign key of the table after the plan, as the shadow holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +39,25 @@ pub fn acts_on_children(definition: &str) -> bool {
         w[0] == "ON"
             && matches!(w[1].as_str(), "DELETE" | "UPDATE")
             && matches!(w[2].as_str(), "CASCADE" | "SET")
+    })
+}
+
+/// The first key among `keys` of `table` whose InnoDB-generated name (`<table>_ibfk_<n>`)
+/// would pass 64 characters once the table is renamed to `renamed`: InnoDB renames such names
+/// along with their table and cuts them at 64, so that two of them can collide.
+pub fn overflowing_generated_name<'a>(
+    table: &str,
+    renamed: &str,
+    keys: &'a [ForeignKey],
+) -> Option<&'a ForeignKey> {
+    let generated = format!("{}_ibfk_", table.to_lowercase());
+    keys.iter().find(|fk| {
+        let suffix = fk
+            .name
+            .chars()
+            .count()
+            .saturating_sub(table.chars().count());
+        fk.name.to_lowercase().starts_with(&generated) && renamed.chars().count() + suffix > 64
     })
 }
 
@@ -281,6 +300,20 @@ mod tests {
         assert!(super::split(&unnamed)
             .unwrap_err()
             .contains("without a name"));
+    }
+
+    #[test]
+    fn generated_key_names_that_a_rename_would_overflow_are_found() {
+        let keys = table(CHILD).foreign_keys;
+        let named = table(&CHILD.replace("`fk_customer`", "`orders_ibfk_12`")).foreign_keys;
+        let long = format!("_sg0123456789ab_old_{}", "o".repeat(44));
+        assert_eq!(overflowing_generated_name("orders", &long, &keys), None);
+        let found = overflowing_generated_name("orders", &long, &named);
+        assert_eq!(found.map(|fk| fk.name.as_str()), Some("orders_ibfk_12"));
+        assert_eq!(
+            overflowing_generated_name("orders", "_sg0123456789ab_old_orders", &named),
+            None
+        );
     }
 
     #[test]

@@ -642,12 +642,12 @@ fn overlong_key_names(shard: &str, id: &str, cells: &[Cell]) -> Vec<String> {
         .filter(|c| c.strategy == Strategy::Drop)
         .filter_map(|c| Some((c, crate::schema::Table::parse_canonical(c.from_sql.as_deref()?).ok()?)))
         .filter_map(|(c, t)| {
-            let generated = format!("{}_ibfk_", c.table.to_lowercase());
-            let retention = crate::naming::artifact(id, "del", &c.table).chars().count();
-            let fk = t.foreign_keys.into_iter().find(|fk| {
-                let suffix = fk.name.chars().count().saturating_sub(c.table.chars().count());
-                fk.name.to_lowercase().starts_with(&generated) && retention + suffix > 64
-            })?;
+            let retention = crate::naming::artifact(id, "del", &c.table);
+            let fk = super::foreign_keys::overflowing_generated_name(
+                &c.table,
+                &retention,
+                &t.foreign_keys,
+            )?;
             Some(format!(
                 "shard {shard}: table `{}` is dropped by renaming it, which would make the generated name of its foreign key `{}` longer than 64 characters; drop that key in a deployment of its own first",
                 c.table, fk.name

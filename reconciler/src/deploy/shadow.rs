@@ -2793,15 +2793,8 @@ fn carried_keys(spec: &ShadowSpec, original: &Table) -> Result<Vec<Carried>, Sha
     }
     // InnoDB renames a generated key name `<table>_ibfk_<n>` along with its table: at the seal
     // the table's keys take the retention name's, which must fit in 64 characters.
-    let generated = format!("{}_ibfk_", spec.table.to_lowercase());
-    let too_long = original.foreign_keys.iter().find(|fk| {
-        let suffix = fk
-            .name
-            .chars()
-            .count()
-            .saturating_sub(spec.table.chars().count());
-        fk.name.to_lowercase().starts_with(&generated) && spec.shadow.chars().count() + suffix > 64
-    });
+    let too_long =
+        foreign_keys::overflowing_generated_name(&spec.table, &spec.shadow, &original.foreign_keys);
     if let Some(fk) = too_long {
         return Err(refused(
             spec,
